@@ -1,0 +1,380 @@
+"""The ``fogrt`` command line.
+
+Exit codes (the same for every command):
+
+- 0  done;
+- 1  failed while running (an I/O error, a sink that cannot write, a crash);
+- 2  invalid input: a topology, an input file or the command line is wrong;
+- 3  finished, but some events failed inside operators (counted in the summary);
+- 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fogrt import __version__
+from fogrt.errors import FogError, InputError, TopologyError, TopologyErrors
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DATA_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fogrt",
+        formatter_class=_FMT,
+        description="fogrt: declarative stream processing and online learning for IoT "
+        "sensor streams on fog nodes.",
+        epilog=textwrap.dedent("""\
+            examples:
+              fogrt validate topologies/*.yaml
+              fogrt graph topologies/wsn-events.yaml --format mermaid
+              fogrt replay topologies/wsn-events.yaml \\
+                  --input topologies/data/lwsndr_single_hop.csv.gz
+              fogrt operators learn.anomaly
+
+            exit codes: 0 done, 1 failed while running, 2 invalid topology/input/usage,
+                        3 finished but some events failed in operators, 130 interrupted
+            """),
+    )
+    p.add_argument("--version", action="version", version=f"fogrt {__version__}")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (logs go to stderr; default: info)",
+    )
+    p.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "console", "json"],
+        help="console on a terminal, JSON lines otherwise (default: auto)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    v = sub.add_parser(
+        "validate",
+        formatter_class=_FMT,
+        help="check topology files without running them",
+        description="Check topology files: YAML, structure, references, cycles, operator "
+        "names and parameters, and every field each operator and `where:` uses.",
+        epilog="example:\n  fogrt validate topologies/*.yaml\n\n"
+        "exit 0 when every file is valid, 2 when any is not; each problem is printed "
+        "as FILE:LINE:COLUMN: FIELD: MESSAGE.",
+    )
+    v.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    v.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+
+    g = sub.add_parser(
+        "graph",
+        formatter_class=_FMT,
+        help="draw a topology as text, Graphviz dot or Mermaid",
+        description="Print the dataflow graph of a topology: sources, operators, sinks, "
+        "the fields that flow between them and the `where:` filters.",
+        epilog="examples:\n  fogrt graph topologies/pump-monitoring.yaml\n"
+        "  fogrt graph topologies/pump-monitoring.yaml --format dot | dot -Tpng > g.png",
+    )
+    g.add_argument("file", type=Path, metavar="FILE")
+    g.add_argument("--format", default="text", choices=["text", "dot", "mermaid"])
+
+    r = sub.add_parser(
+        "replay",
+        formatter_class=_FMT,
+        help="run a topology over a CSV file",
+        description=textwrap.dedent("""\
+            Replay a CSV (or .csv.gz) file through a topology as if its rows had arrived
+            from devices, then print a summary: events in/out per operator, events/s,
+            anomalies. Columns map to the source's fields by name (also case- and
+            punctuation-insensitively, e.g. "Volume Flow RateRMS" -> volume_flow_raterms)
+            or with --column FIELD=COLUMN. Output of a run is deterministic given the input
+            and the operators' seeds."""),
+        epilog=textwrap.dedent("""\
+            examples:
+              fogrt replay topologies/wsn-events.yaml \\
+                  --input topologies/data/lwsndr_single_hop.csv.gz \\
+                  --key-column mote_id --time-column reading --time-scale 5
+              fogrt replay topologies/pump-monitoring.yaml --input skab/valve1/0.csv \\
+                  --time-column datetime --output out/
+            """),
+    )
+    r.add_argument("file", type=Path, metavar="FILE", help="the topology")
+    r.add_argument(
+        "--input",
+        "-i",
+        type=Path,
+        required=True,
+        metavar="CSV",
+        help="CSV file with a header row (.gz is decompressed on the fly)",
+    )
+    r.add_argument("--source", help="source the rows belong to (default: the only source)")
+    r.add_argument(
+        "--time-column",
+        metavar="COL",
+        help="event time: seconds since the epoch or ISO 8601 (default: row number)",
+    )
+    r.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="multiply numeric times by X (0.001 for ms, 5 for a reading index taken every 5 s)",
+    )
+    r.add_argument(
+        "--key-column",
+        metavar="COL",
+        help="device id column (default: one device named after the file)",
+    )
+    r.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="map a source field to a column (repeatable)",
+    )
+    r.add_argument("--delimiter", help="CSV delimiter (default: sniffed from the header)")
+    r.add_argument(
+        "--bad-values",
+        default="error",
+        choices=["error", "skip", "null"],
+        help="a cell that does not parse: stop (default), skip the row, or treat it as missing",
+    )
+    r.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        metavar="DIR",
+        help="directory for the file sinks' relative paths (default: .)",
+    )
+    r.add_argument(
+        "--summary", type=Path, metavar="FILE", help="also write the summary as JSON to FILE"
+    )
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    o = sub.add_parser(
+        "operators",
+        formatter_class=_FMT,
+        help="list the registered operators and sinks",
+        description="List every operator (built-in and from installed packages) and sink, "
+        "with parameters; with a NAME, show its documentation.",
+        epilog="examples:\n  fogrt operators\n  fogrt operators window.tumbling",
+    )
+    o.add_argument("name", nargs="?", help="show one operator or sink in full")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from fogrt.logging import configure
+
+    configure(args.log_level, args.log_format)
+    handler = {"validate": _validate, "graph": _graph, "replay": _replay, "operators": _operators}[
+        args.command
+    ]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (TopologyError, TopologyErrors, InputError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    except FogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from fogrt.topology.compile import load_topology
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            t = load_topology(path)
+        except (TopologyError, TopologyErrors) as exc:
+            print(str(exc), file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        if not args.quiet:
+            counts = {role: len(t.by_role(role)) for role in ("source", "operator", "sink")}
+            print(
+                f"{path}: valid ({t.name}: {counts['source']} sources, "
+                f"{counts['operator']} operators, {counts['sink']} sinks)"
+            )
+    return status
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from fogrt.topology.compile import load_topology
+    from fogrt.topology.render import render
+
+    sys.stdout.write(render(load_topology(args.file), args.format))
+    return EXIT_OK
+
+
+def _parse_columns(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, column = item.partition("=")
+        if not sep or not name or not column:
+            raise InputError(f"--column {item!r}: expected FIELD=COLUMN")
+        out[name] = column
+    return out
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from fogrt import aio
+    from fogrt.engine.runner import Engine
+    from fogrt.replay import CsvInput, replay
+    from fogrt.topology.compile import load_topology
+
+    topology = load_topology(args.file)
+    sources = [n.id for n in topology.by_role("source")]
+    source_id = args.source or (sources[0] if len(sources) == 1 else None)
+    if source_id is None or source_id not in sources:
+        raise InputError(
+            f"--source: expected one of {', '.join(sources)}"
+            + (f", got {args.source!r}" if args.source else " (the topology has several sources)")
+        )
+    reader = CsvInput(
+        args.input,
+        topology.node(source_id).schema,
+        time_column=args.time_column,
+        key_column=args.key_column,
+        columns=_parse_columns(args.column),
+        delimiter=args.delimiter,
+        time_scale=args.time_scale,
+        bad_values=args.bad_values,
+    )
+    if not args.input.is_file():
+        raise InputError(f"{args.input}: no such file")
+    # Not a terminal (CI logs, pipes): wide enough that the summary table is not squeezed.
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+    engine = Engine(topology, output_dir=args.output)
+    started = time.perf_counter()
+
+    async def go() -> None:
+        await engine.start()
+        with _progress(console, args.no_progress) as bar:
+            task = bar.add_task(f"replay {args.input.name}", total=reader.size)
+            await replay(engine, source_id, reader, lambda pos: bar.update(task, completed=pos))
+            bar.update(task, completed=reader.size)
+
+    aio.run(go())
+    elapsed = time.perf_counter() - started
+    summary = _summary(engine, reader, elapsed)
+    _print_summary(console, summary)
+    if args.summary:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return EXIT_DATA_ERRORS if summary["errors"] else EXIT_OK
+
+
+def _progress(console: Any, disabled: bool) -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disabled or not console.is_terminal,
+        transient=True,
+    )
+
+
+def _summary(engine: Any, reader: Any, elapsed: float) -> dict[str, Any]:
+    nodes = engine.summary()
+    anomalies = sum(int(n.get("metrics", {}).get("anomalies", 0)) for n in nodes)
+    return {
+        "topology": engine.topology.name,
+        "input": str(reader.path),
+        "rows": reader.rows_read,
+        "rows_skipped": reader.rows_skipped,
+        "values_nulled": reader.values_nulled,
+        "seconds": round(elapsed, 3),
+        "events_per_second": round(reader.rows_read / elapsed, 1) if elapsed > 0 else None,
+        "anomalies": anomalies,
+        "errors": sum(n["errors"] for n in nodes),
+        "nodes": nodes,
+    }
+
+
+def _print_summary(console: Any, s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"replay of {s['input']} through {s['topology']}", title_justify="left")
+    for col in ("node", "use", "in", "out", "filtered", "errors", "keys", "notes"):
+        table.add_column(
+            col, justify="right" if col in ("in", "out", "filtered", "errors", "keys") else "left"
+        )
+    for n in s["nodes"]:
+        notes = ", ".join(
+            f"{k}={v:.4g}" for k, v in n.get("metrics", {}).items() if v and "." not in k
+        )
+        if n["role"] == "sink":
+            notes = f"-> {n['target']}"
+        table.add_row(
+            n["id"],
+            n["use"],
+            f"{n['in']:,}",
+            f"{n['out']:,}",
+            f"{n['filtered']:,}",
+            f"{n['errors']:,}",
+            str(n.get("instances", "")),
+            notes,
+        )
+    console.print(table)
+    extra = ""
+    if s["rows_skipped"] or s["values_nulled"]:
+        extra = f", {s['rows_skipped']} rows skipped, {s['values_nulled']} values nulled"
+    console.print(
+        f"{s['rows']:,} events in {s['seconds']:.2f} s "
+        f"({s['events_per_second'] or 0:,.0f} events/s), "
+        f"{s['anomalies']:,} anomalies, {s['errors']:,} operator errors{extra}"
+    )
+
+
+def _operators(args: argparse.Namespace) -> int:
+    from fogrt.operator import signature
+    from fogrt.registry import OPERATORS, SINKS
+
+    if args.name:
+        registry = SINKS if args.name in SINKS else OPERATORS
+        cls = registry.get(args.name)
+        print(f"{args.name}  ({cls.__module__}:{cls.__qualname__})\n")
+        print(f"parameters: {_params_text(signature(cls))}\n")
+        print(inspect.getdoc(cls) or "(no documentation)")
+        return EXIT_OK
+    for title, registry in (("operators", OPERATORS), ("sinks", SINKS)):
+        print(f"{title}:")
+        for name in registry.names():
+            cls = registry.get(name)
+            doc = (inspect.getdoc(cls) or "").split("\n", 1)[0]
+            print(f"  {name:<24} {doc}")
+            print(f"  {'':<24} with: {_params_text(signature(cls))}")
+    return EXIT_OK
+
+
+def _params_text(sig: inspect.Signature) -> str:
+    parts = [
+        p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+        for p in sig.parameters.values()
+    ]
+    return ", ".join(parts) or "(none)"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
