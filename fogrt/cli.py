@@ -12,6 +12,8 @@ Exit codes (the same for every command):
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import inspect
 import json
 import sys
@@ -160,6 +162,100 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    n = sub.add_parser(
+        "run",
+        formatter_class=_FMT,
+        help="run a fog node: CoAP ingest -> durable log -> topology",
+        description=textwrap.dedent("""\
+            Serve a topology on a CoAP port. Devices POST readings to /r/<source> (msgpack
+            bodies, see docs/wire-format.md); each is acknowledged (2.04 with the device's
+            control) only once it is durable in the ingest log under --state. The engine
+            consumes the log in order. SIGINT/SIGTERM: stop accepting, drain, exit 0."""),
+        epilog=textwrap.dedent("""\
+            examples:
+              fogrt run topologies/wsn-events.yaml
+              fogrt run topologies/pump-monitoring.yaml --coap 127.0.0.1:0 --state /var/lib/fogrt
+              fogrt run topologies/wsn-events.yaml --devices allowed.txt
+            """),
+    )
+    n.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        nargs="+",
+        help="the topology (one per process: run one fogrt per topology)",
+    )
+    n.add_argument(
+        "--coap",
+        default="[::]:5683",
+        metavar="HOST:PORT",
+        help="CoAP (UDP) address; port 0 picks a free port (default: [::]:5683)",
+    )
+    n.add_argument(
+        "--state",
+        default="file:.fogrt/state",
+        metavar="DIR",
+        help="where the ingest log and state live (default: file:.fogrt/state)",
+    )
+    n.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        metavar="DIR",
+        help="directory for the file sinks' relative paths (default: .)",
+    )
+    reg = n.add_mutually_exclusive_group()
+    reg.add_argument(
+        "--devices",
+        type=Path,
+        metavar="FILE",
+        help="only these device ids (one per line) may send or register (4.01)",
+    )
+    reg.add_argument(
+        "--require-registration",
+        action="store_true",
+        help="devices must POST /reg before their readings are accepted",
+    )
+    n.add_argument(
+        "--max-devices",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="distinct devices tracked before new ones get 5.03 (default 100000)",
+    )
+    n.add_argument(
+        "--max-lag",
+        type=int,
+        default=100_000,
+        metavar="RECORDS",
+        help="answer 5.03 while the engine is this far behind the log",
+    )
+    n.add_argument(
+        "--max-payload",
+        type=int,
+        default=4096,
+        metavar="BYTES",
+        help="largest uplink body accepted (4.13 beyond; default 4096)",
+    )
+    n.add_argument(
+        "--max-disk",
+        type=int,
+        metavar="MB",
+        help="bound on the ingest log's disk use (5.03 when full)",
+    )
+    n.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="do not fsync the log (faster; a power cut can lose acknowledged data)",
+    )
+    n.add_argument(
+        "--for",
+        dest="duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop by itself after SECONDS (demos, tests)",
+    )
+
     o = sub.add_parser(
         "operators",
         formatter_class=_FMT,
@@ -177,9 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fogrt.logging import configure
 
     configure(args.log_level, args.log_format)
-    handler = {"validate": _validate, "graph": _graph, "replay": _replay, "operators": _operators}[
-        args.command
-    ]
+    commands = {
+        "validate": _validate,
+        "graph": _graph,
+        "replay": _replay,
+        "run": _run,
+        "operators": _operators,
+    }
+    handler = commands[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -345,6 +446,97 @@ def _print_summary(console: Any, s: dict[str, Any]) -> None:
         f"({s['events_per_second'] or 0:,.0f} events/s), "
         f"{s['anomalies']:,} anomalies, {s['errors']:,} operator errors{extra}"
     )
+
+
+def _address(text: str, flag: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise InputError(f"{flag} {text!r}: expected HOST:PORT, e.g. [::]:5683 or 127.0.0.1:0")
+    return host or "::", int(port)
+
+
+def _state_dir(text: str) -> Path:
+    scheme, sep, rest = text.partition(":")
+    if sep and scheme == "file":
+        return Path(rest)
+    if sep and scheme in ("redis", "rediss"):
+        raise InputError(
+            f"--state {text!r}: the Redis state backend is not available yet; "
+            "use a directory (file:PATH)"
+        )
+    return Path(text)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    from fogrt import aio
+    from fogrt.ingest.registry import DeviceRegistry
+    from fogrt.ingest.wire import Limits
+    from fogrt.node import FogNode, NodeConfig
+    from fogrt.topology.compile import load_topology
+
+    if len(args.file) > 1:
+        raise InputError(
+            "fogrt run serves one topology per process; start one fogrt per "
+            "topology, each with its own --coap port and --state"
+        )
+    topology = load_topology(args.file[0])
+    host, port = _address(args.coap, "--coap")
+    if args.devices:
+        registry = DeviceRegistry.from_allowlist(args.devices, args.max_devices)
+    else:
+        registry = DeviceRegistry(
+            "registered" if args.require_registration else "open", max_devices=args.max_devices
+        )
+    config = NodeConfig(
+        coap_host=host,
+        coap_port=port,
+        state_dir=_state_dir(args.state),
+        output_dir=args.output,
+        registry=registry,
+        limits=Limits(max_payload=args.max_payload),
+        max_lag=args.max_lag,
+        fsync=not args.no_fsync,
+        max_disk_bytes=args.max_disk * 1024 * 1024 if args.max_disk else None,
+    )
+    node = FogNode(topology, config)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await node.start()
+        _banner(node)
+        try:
+            if args.duration is None:
+                await stop.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.duration)
+        finally:
+            await node.stop()
+
+    aio.run(serve())
+    return EXIT_OK
+
+
+def _banner(node: Any) -> None:
+    from fogrt.node import _show
+
+    cfg = node.config
+    lines = [
+        f"fogrt {__version__} serving {node.topology.name}",
+        f"  coap   : coap://{_show(node.address)}  (UDP; POST readings to "
+        + ", ".join(node.service.paths())
+        + ")",
+        f"  state  : {cfg.state_dir}  (ingest log: {node.ingest_log.end_offset} records)",
+        f"  devices: {cfg.registry.mode}",
+        "  stop   : Ctrl-C (drains, then exits 0)",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _operators(args: argparse.Namespace) -> int:

@@ -24,6 +24,16 @@ import structlog
 LogFormat = Literal["auto", "console", "json"]
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (tests and daemons replace it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
     """Configure structlog (idempotent; the last call wins)."""
     numeric = logging.getLevelNamesMapping().get(level.upper())
@@ -45,6 +55,6 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

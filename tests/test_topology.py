@@ -275,3 +275,16 @@ def test_missing_file() -> None:
 def test_example_topologies_are_valid(path: Path) -> None:
     topology = load_topology(path)
     assert topology.by_role("sink"), "every example writes something"
+
+
+def test_control_policy_is_checked() -> None:
+    text = VALID + "control:\n  policy: {use: policy.fixd, with: {interval: 30s}}\n"
+    assert one_problem(text) == (
+        "t.yaml:23:17: control.policy.use: unknown policy 'policy.fixd' (did you mean "
+        "'policy.fixed'?)"
+    )
+    text = VALID + "control:\n  policy: {use: policy.fixed, with: {interval: 0.1s}}\n"
+    assert one_problem(text) == (
+        "t.yaml:23:48: control.policy.with.interval: expected a duration between 1s and 7d, "
+        "got '0.1s'"
+    )

@@ -25,9 +25,12 @@ from fogrt.registry import OPERATORS, SINKS, UnknownNameError
 from fogrt.topology.model import FIELD, Node, Topology
 from fogrt.topology.source import Path as FieldPath
 from fogrt.topology.source import Positions, load_yaml
-from fogrt.types import FieldType
+from fogrt.types import FieldType, parse_duration
 
 Role = Literal["source", "operator", "sink"]
+
+POLICIES: dict[str, list[str]] = {"policy.fixed": ["interval"]}
+"""Control policies and their (duration) parameters."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,7 @@ class _Compiler:
         for i, n in enumerate(spec.sinks):
             sinks.append((("sinks", i), n))
 
+        self._control()
         declared = self._declare_ids(ops, sinks)
         order = self._order(ops, sinks, declared)
         classes = self._resolve(ops, sinks)
@@ -247,6 +251,34 @@ class _Compiler:
             tuple(ordered),
             {k: tuple(v) for k, v in children.items()},
         )
+
+    def _control(self) -> None:
+        """``control.policy``: the policies the ingest layer can apply today."""
+        control = self.spec.control
+        if control is None or control.policy is None:
+            return
+        policy = control.policy
+        path: FieldPath = ("control", "policy")
+        if policy.use not in POLICIES:
+            known = list(POLICIES)
+            self.error((*path, "use"), unknown_name_message("policy", policy.use, known))
+            return
+        allowed = POLICIES[policy.use]
+        for name, value in policy.with_.items():
+            at: FieldPath = (*path, "with", name)
+            if name not in allowed:
+                self.error(at, unknown_name_message("parameter", name, allowed), key=True)
+                continue
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                self.error(at, str(exc))
+                continue
+            if not 1 <= seconds <= 7 * 86400:
+                self.error(at, f"expected a duration between 1s and 7d, got {value!r}")
+        for name in allowed:
+            if name not in policy.with_:
+                self.error((*path, "with"), f"missing required parameter {name!r} of {policy.use}")
 
     def _declare_ids(
         self, ops: list[tuple[FieldPath, Node]], sinks: list[tuple[FieldPath, Node]]

@@ -1,0 +1,80 @@
+"""Downlink control: what each device is told to do, versioned, delivered in its next ACK.
+
+Sleepy devices cannot be pushed to, so every uplink is answered with the device's current
+control as a delta against the version the device says it applies. An unchanged control
+costs an empty payload.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from fogrt.ingest.wire import Control, encode_control_delta
+
+HISTORY = 8
+"""Versions remembered per device to answer with a delta (older: the whole record)."""
+
+
+@dataclass
+class _DeviceControl:
+    version: int
+    control: Control
+    history: OrderedDict[int, Control] = field(default_factory=OrderedDict)
+
+
+class ControlStore:
+    """Per-device control records with versions; the default applies until one is set.
+
+    Version 0 is ``Control()`` on both sides (a device that never heard from the fog applies
+    the defaults), so the topology's default control gets version 1 when it differs.
+    """
+
+    def __init__(self, default: Control | None = None) -> None:
+        self.default = default or Control()
+        self.default_version = 0 if self.default == Control() else 1
+        self._devices: dict[str, _DeviceControl] = {}
+
+    def get(self, device: str) -> tuple[int, Control]:
+        """The device's current ``(version, control)``."""
+        entry = self._devices.get(device)
+        if entry is None:
+            return self.default_version, self.default
+        return entry.version, entry.control
+
+    def set(self, device: str, control: Control) -> int:
+        """Give the device a new control; returns its version (unchanged if equal)."""
+        version, current = self.get(device)
+        if control == current:
+            return version
+        entry = self._devices.get(device)
+        if entry is None:
+            entry = self._devices[device] = _DeviceControl(version, current)
+        entry.history[entry.version] = entry.control
+        while len(entry.history) > HISTORY:
+            entry.history.popitem(last=False)
+        entry.version += 1
+        entry.control = control
+        return entry.version
+
+    def delta_for(self, device: str, applied_version: int) -> bytes:
+        """The response body for a device that says it applies ``applied_version``."""
+        version, control = self.get(device)
+        if applied_version == version:
+            return b""
+        since: Control | None
+        if applied_version == 0:
+            since = Control()
+        elif applied_version == self.default_version and device not in self._devices:
+            since = self.default
+        else:
+            entry = self._devices.get(device)
+            since = entry.history.get(applied_version) if entry is not None else None
+        return encode_control_delta(control, version, since)
+
+    def pending(self, device: str, applied_version: int) -> bool:
+        """Whether the device has not yet applied its current control."""
+        return self.get(device)[0] != applied_version
+
+    def devices(self) -> list[str]:
+        return list(self._devices)

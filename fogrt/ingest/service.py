@@ -1,0 +1,199 @@
+"""The uplink handler: decode, admit, deduplicate, make durable, answer with control.
+
+For every ``POST /r/<source>`` that reaches the hot path:
+
+1. Content-Format and body are checked against the source's declared fields
+   (:class:`~fogrt.ingest.wire.UplinkDecoder`): 4.15, 4.13 or 4.00 with a diagnostic;
+2. the device is admitted by the registry (4.01 unknown/unregistered, 5.03 table full);
+3. when the engine lags the log by more than ``max_lag`` records, or the log's disk bound
+   is reached, the answer is 5.03 with Max-Age: the device backs off and resends later;
+4. ``(device, boot, seq)`` is deduplicated; a new uplink is appended to the ingest log;
+5. the answer — 2.04 with the device's control delta — is sent only once the record (or,
+   for a duplicate, everything appended before it) is durable.
+
+Every rejection is counted by reason in :attr:`IngestService.rejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from fogrt.control import ControlStore
+from fogrt.ingest import record
+from fogrt.ingest.dedup import Deduplicator
+from fogrt.ingest.endpoint import Reply, Uplink
+from fogrt.ingest.registry import DeviceRegistry
+from fogrt.ingest.wire import (
+    CONTENT_FORMAT,
+    Limits,
+    UplinkDecoder,
+    WireError,
+    check_content_format,
+)
+from fogrt.log import IngestLog, LogFullError
+from fogrt.topology.compile import CompiledTopology
+
+log = structlog.get_logger("fogrt.ingest")
+
+REGISTRATION_SOURCE = "@reg"
+"""The source name of registration records in the ingest log (never a topology source)."""
+
+_WARN_EVERY = 1000
+
+
+class IngestService:
+    """The hot-path handler of the CoAP endpoint, plus the counters that describe it."""
+
+    def __init__(
+        self,
+        topology: CompiledTopology,
+        ingest_log: IngestLog,
+        *,
+        registry: DeviceRegistry | None = None,
+        controls: ControlStore | None = None,
+        limits: Limits | None = None,
+        max_lag: int = 100_000,
+        retry_after: int = 5,
+        consumed: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.log = ingest_log
+        self.registry = registry or DeviceRegistry()
+        self.controls = controls or ControlStore()
+        self.dedup = Deduplicator()
+        self.max_lag = max_lag
+        self.retry_after = retry_after
+        self._consumed = consumed
+        limits = limits or Limits()
+        # (first path segment, the rest) -> (source id, its decoder)
+        self.sources: dict[tuple[str, tuple[str, ...]], tuple[str, UplinkDecoder]] = {}
+        for node in topology.by_role("source"):
+            path = tuple(p for p in (node.coap or f"/r/{node.id}").split("/") if p)
+            self.sources[(path[0], path[1:])] = (node.id, UplinkDecoder(node.schema, limits))
+        self.prefixes = sorted({prefix for prefix, _ in self.sources})
+        self.received = 0
+        self.accepted = 0
+        self.readings = 0
+        self.duplicates = 0
+        self.rejected: Counter[str] = Counter()
+        self._ok = Reply("2.04", b"", CONTENT_FORMAT)
+
+    def paths(self) -> list[str]:
+        """The CoAP paths readings are accepted on."""
+        return ["/" + "/".join((prefix, *rest)) for prefix, rest in self.sources]
+
+    # -- the handler -----------------------------------------------------------------------
+
+    def handle(self, up: Uplink) -> Reply | asyncio.Future[Reply]:
+        self.received += 1
+        entry = self.sources.get((up.prefix, up.source))
+        if entry is None:
+            return self._reject(
+                "unknown_source",
+                "4.04",
+                f"no source at /{up.prefix}/{'/'.join(up.source)}".encode()[:100],
+            )
+        source_id, decoder = entry
+        try:
+            check_content_format(up.content_format)
+            uplink = decoder.decode(up.payload)
+        except WireError as exc:
+            return self._reject(_reason(exc.code), exc.code, exc.diagnostic.encode())
+        device = uplink.device
+        refused = self.registry.admit(device)
+        if refused is not None:
+            if refused == "full":
+                return self._busy("devices_full", b"device table full")
+            return self._reject(refused, "4.01", f"device {device} is {refused}".encode())
+        ingest_log = self.log
+        if ingest_log.end_offset - self._consumed() > self.max_lag:
+            return self._busy("engine_lag", b"fog node busy, retry later")
+        now = time.time()
+        verdict = self.dedup.check(device, uplink.boot, uplink.seq)
+        if verdict == "new":
+            blob = record.encode(source_id, device, uplink.boot, uplink.seq, now, up.payload)
+            try:
+                offset = ingest_log.append(blob)
+            except LogFullError:
+                return self._busy("disk_full", b"fog node storage full, retry later")
+            self.dedup.mark(device, uplink.boot, uplink.seq)
+            self.accepted += 1
+            self.readings += len(uplink.readings)
+            self.registry.seen(
+                device, len(uplink.readings), uplink.battery_mv, uplink.battery_pct, now
+            )
+        else:
+            self.duplicates += 1
+            offset = ingest_log.end_offset - 1  # the original was appended before this
+        body = self.controls.delta_for(device, uplink.control_version)
+        reply = self._ok if not body else Reply("2.04", body, CONTENT_FORMAT)
+        if offset < ingest_log.durable_offset:
+            return reply
+        return _after(ingest_log.wait_durable(offset), reply)
+
+    def _reject(self, reason: str, code: str, diagnostic: bytes) -> Reply:
+        self.rejected[reason] += 1
+        n = self.rejected[reason]
+        if n <= 10 or n % _WARN_EVERY == 0:
+            log.warning(
+                "uplink_rejected",
+                reason=reason,
+                code=code,
+                diagnostic=diagnostic.decode(errors="replace"),
+                count=n,
+            )
+        return Reply(code, diagnostic)
+
+    def _busy(self, reason: str, diagnostic: bytes) -> Reply:
+        self.rejected[reason] += 1
+        return Reply("5.03", diagnostic, None, self.retry_after)
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "readings": self.readings,
+            "duplicates": self.duplicates,
+            "rejected": dict(self.rejected),
+            "devices": len(self.registry.devices),
+        }
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self, rec: record.Record) -> None:
+        """Rebuild dedup marks and the registry from one record of the log (on start)."""
+        if rec.source == REGISTRATION_SOURCE:
+            from fogrt.ingest.wire import decode_registration
+
+            self.registry.register(decode_registration(rec.body))
+            return
+        self.dedup.mark(rec.device, rec.boot, rec.seq)
+        if self.registry.admit(rec.device) is None:
+            self.registry.seen(rec.device, 0, None, None, rec.arrival)
+
+
+def _reason(code: str) -> str:
+    return {"4.00": "malformed", "4.13": "too_large", "4.15": "content_format"}.get(code, code)
+
+
+def _after(durable: asyncio.Future[None], reply: Reply) -> asyncio.Future[Reply]:
+    """A future of ``reply`` that completes when ``durable`` does (fails if it fails)."""
+    out: asyncio.Future[Reply] = durable.get_loop().create_future()
+
+    def done(f: asyncio.Future[None]) -> None:
+        if out.done():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif (exc := f.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(reply)
+
+    durable.add_done_callback(done)
+    return out
