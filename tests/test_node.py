@@ -385,3 +385,60 @@ def test_libcoap_client_interop(tmp_path: Path, mode: str) -> None:
             await node.stop()
 
     asyncio.run(run())
+
+
+async def test_device_table_is_bounded(tmp_path: Path, client: aiocoap.Context) -> None:
+    node = await start_node(tmp_path, registry=DeviceRegistry(max_devices=5))
+    try:
+        codes = []
+        for i in range(8):  # a flood of made-up device ids
+            resp = await post(client, node, encode_uplink(f"fake-{i}", 0, 0, [reading(1.0)]))
+            codes.append(str(resp.code).split()[0])
+        assert codes == ["2.04"] * 5 + ["5.03"] * 3
+        assert node.service is not None
+        assert node.service.rejected["devices_full"] == 3
+        assert len(node.service.registry.devices) == 5
+        # Known devices keep being served.
+        resp = await post(client, node, encode_uplink("fake-0", 0, 1, [reading(2.0)]))
+        assert str(resp.code) == "2.04 Changed"
+    finally:
+        await node.stop()
+
+
+def test_run_refuses_two_topologies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fogrt.cli import main
+
+    topo = tmp_path / "t.yaml"
+    topo.write_text(TOPOLOGY)
+    assert main(["run", str(topo), str(topo), "--coap", "127.0.0.1:0"]) == 2
+    assert "fogrt run serves one topology per process" in capsys.readouterr().err
+
+
+async def test_two_sources_on_their_own_paths(tmp_path: Path, client: aiocoap.Context) -> None:
+    text = (
+        TOPOLOGY.replace(
+            "  room: {coap: /r/room, fields: {temp: float, hum: float, door: bool}}\n",
+            "  room: {coap: /r/room, fields: {temp: float, hum: float, door: bool}}\n"
+            "  pump: {coap: /r/plant/pump, fields: {vib: float}}\n",
+        )
+    ).replace(
+        "control:", "  - {id: pumps, use: jsonl, from: pump, with: {path: pump.jsonl}}\ncontrol:"
+    )
+    cfg = NodeConfig(
+        coap_host="127.0.0.1",
+        coap_port=0,
+        state_dir=tmp_path / "state",
+        output_dir=tmp_path / "out",
+    )
+    node = FogNode(compile_topology(text, "t.yaml"), cfg)
+    await node.start()
+    try:
+        body = encode_uplink("p1", 0, 0, [(0.0, {"vib": 0.5})])
+        assert str((await post(client, node, body, path="/r/plant/pump")).code) == "2.04 Changed"
+        bad = await post(client, node, body, path="/r/room")  # vib is not a room field
+        assert str(bad.code) == "4.00 Bad Request"
+        assert await node.drain(10)
+        await asyncio.sleep(0.1)
+        assert '"vib": 0.5' in (tmp_path / "out" / "pump.jsonl").read_text()
+    finally:
+        await node.stop()

@@ -1,0 +1,916 @@
+"""Benchmark: the ingest hot path of ``fogrt run`` against stock CoAP servers, under load.
+
+A separate load-generator process (uvloop, every datagram encoded before the clock starts)
+plays thousands of virtual devices: each device has its own (boot, seq) sequence, so no
+uplink is a duplicate. It keeps a fixed window of CON requests in flight over several UDP
+sockets (several peers for the server), matches each response by socket + message ID +
+token, never retransmits (an unanswered request counts as a timeout after ``--timeout``
+seconds and its slot is refilled), and measures, after a warm-up, the acknowledged requests
+per second and the send -> ACK latency. Every response code is counted.
+
+Targets, each started by this script on 127.0.0.1 and stopped afterwards:
+
+  fogrt     ``fogrt run`` (one source with 3 float fields, one sink whose ``where`` never
+            matches: the engine still decodes every record, but writes nothing), fsync ON
+            (the default): each 2.04 means the uplink is durable. One reading per uplink.
+  fogrt10   the same, 10 readings per uplink (readings/s = requests/s x 10).
+  aiocoap   stock aiocoap (on uvloop) with one resource at /r/bench answering 2.04 to POST.
+  libcoap   libcoap's C example server ``coap-server-notls``: the same body is PUT to its
+            /example_data resource (stored in memory, answered 2.04 Changed).
+  echo      a raw uvloop UDP echo server in Python (it sends each datagram back): the ceiling
+            of any Python server on this machine, and of this load generator.
+
+On a 2-core machine the load generator and the server share the two cores: when a server
+is faster than the generator (the C server, the echo), the figure is the generator's.
+
+    python bench/ingest.py                                  # all targets, 10 s each
+    python bench/ingest.py --targets fogrt,libcoap --window 1024
+    python bench/ingest.py --soak 60                        # fogrt RSS over 60 s of load
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+FIELDS = ("a", "b", "c")
+SOURCE = "bench"
+TOPOLOGY = f"""\
+apiVersion: fogrt/v1
+kind: Topology
+metadata: {{name: bench-ingest}}
+sources:
+  {SOURCE}: {{coap: /r/{SOURCE}, fields: {{{", ".join(f"{f}: float" for f in FIELDS)}}}}}
+sinks:
+  - {{id: nothing, use: jsonl, from: {SOURCE}, where: "a > 1e9", with: {{path: none.jsonl}}}}
+"""
+ALL_TARGETS = ("fogrt", "fogrt10", "aiocoap", "libcoap", "echo")
+CONTENT_FORMAT = 65362  # application/x-msgpack (fogrt.ingest.wire.CONTENT_FORMAT)
+POST, PUT, CHANGED = 0x02, 0x03, 0x44
+GOAL_VS_LIBCOAP = 0.5
+GOAL_BATCHED = 300_000
+BOOT = 1
+VARIANTS = 64  # distinct reading sets, cycled
+LIBCOAP_SERVER = "coap-server-notls"
+_HEAD = struct.Struct(">BBHI")  # CON header (ver 1, TKL 4), code, message ID, 4-byte token
+
+
+# -- the load generator (its own process) ---------------------------------------------------
+
+
+def _options(path: tuple[str, ...]) -> bytes:
+    from fogrt.ingest import coap
+
+    opts = [(coap.URI_PATH, p.encode()) for p in path]
+    opts.append((coap.CONTENT_FORMAT, coap.encode_uint(CONTENT_FORMAT)))
+    return coap.encode_options(opts) + b"\xff"
+
+
+def _readings(per_uplink: int, rng: random.Random) -> list[list[tuple[float, dict[str, float]]]]:
+    """``VARIANTS`` reading batches of ``per_uplink`` readings each (ages 0.5 s apart)."""
+    out = []
+    for _ in range(VARIANTS):
+        batch = []
+        for i in range(per_uplink):
+            values = {
+                "a": round(rng.uniform(15, 30), 3),
+                "b": round(rng.uniform(20, 80), 3),
+                "c": round(rng.uniform(0, 1000), 1),
+            }
+            batch.append(((per_uplink - 1 - i) * 0.5, values))
+        out.append(batch)
+    return out
+
+
+def encode_datagrams(cfg: dict[str, Any]) -> list[list[bytes]]:
+    """Every datagram of the run, per socket: socket ``s`` speaks for devices ``s, s+S, ...``
+    in turn; its ``k``-th datagram has message ID ``k mod 65536`` and token ``k`` (4 bytes),
+    and carries uplink ``seq = k // devices_per_socket`` of its device.
+
+    Bodies are assembled from pre-packed parts; a sample is checked byte for byte against
+    the reference encoder (``fogrt.ingest.wire.encode_uplink``, ``fogrt.ingest.coap.build``)
+    and decoded by fogrt's own hot-path filter and uplink decoder.
+    """
+    import msgpack
+
+    from fogrt.ingest import coap, wire
+
+    sockets, devices, per = cfg["sockets"], cfg["devices"], cfg["per_uplink"]
+    count = cfg["per_socket"]
+    code, path = cfg["code"], tuple(cfg["path"])
+    rng = random.Random(7)
+    batches = _readings(per, rng)
+    rsuffix = [
+        b"\xa1r" + msgpack.packb([[round(age * 1000), [v[f] for f in FIELDS]] for age, v in b])
+        for b in batches
+    ]
+    opts = _options(path)
+    per_socket_devices = max(1, devices // sockets)
+    seqs = [msgpack.packb(s) for s in range(count // per_socket_devices + 1)]
+    pack = _HEAD.pack
+    join = b"".join
+    out = []
+    for s in range(sockets):
+        names = [f"dev-{s + sockets * i:05d}" for i in range(per_socket_devices)]
+        prefix = [
+            b"\x84\xa1d" + msgpack.packb(n) + b"\xa1b" + msgpack.packb(BOOT) + b"\xa1s"
+            for n in names
+        ]
+        dgs = [
+            join(
+                (
+                    pack(0x44, code, k & 0xFFFF, k),
+                    opts,
+                    prefix[k % per_socket_devices],
+                    seqs[k // per_socket_devices],
+                    rsuffix[k % VARIANTS],
+                )
+            )
+            for k in range(count)
+        ]
+        # Check a sample against the reference encoders and fogrt's decoders.
+        decoder = wire.UplinkDecoder({f: "float" for f in FIELDS})
+        for k in (0, 1, count // 2, count - 1):
+            dev, seq = k % per_socket_devices, k // per_socket_devices
+            body = wire.encode_uplink(
+                names[dev], BOOT, seq, batches[k % VARIANTS], positional_fields=list(FIELDS)
+            )
+            ref = coap.build(
+                coap.CON,
+                code,
+                k & 0xFFFF,
+                k.to_bytes(4, "big"),
+                [(coap.URI_PATH, p.encode()) for p in path]
+                + [(coap.CONTENT_FORMAT, coap.encode_uint(CONTENT_FORMAT))],
+                body,
+            )
+            if dgs[k] != ref:
+                raise SystemExit(f"datagram {k} of socket {s} differs from the reference")
+            if code == POST:
+                peek = coap.peek_uplink(dgs[k])
+                assert peek is not None and peek[3] == path
+                up = decoder.decode(peek[5])
+                assert (up.device, up.boot, up.seq, len(up.readings)) == (
+                    names[dev],
+                    BOOT,
+                    seq,
+                    per,
+                )
+        out.append(dgs)
+    return out
+
+
+class _Peer(asyncio.DatagramProtocol):
+    """One UDP socket of the generator: its own window, message IDs and tokens."""
+
+    def __init__(self, run: _Run, datagrams: list[bytes], window: int) -> None:
+        self.run = run
+        self.datagrams = datagrams
+        self.window = window
+        self.next = 0  # index of the next datagram to send
+        self.inflight: dict[int, tuple[int, float]] = {}  # mid -> (k, send time)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sending = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, now: float) -> None:
+        """Send the next datagram (unless the run is over or the datagrams ran out)."""
+        k = self.next
+        if k >= len(self.datagrams):
+            self.run.exhausted(now)
+            return
+        self.next = k + 1
+        mid = k & 0xFFFF
+        old = self.inflight.pop(mid, None)
+        if old is not None:  # unanswered for 65536 sends: never reuse a mid in flight
+            self.run.timeouts += 1
+            self.run.mid_wraps += 1
+        self.inflight[mid] = (k, now)
+        self.transport.sendto(self.datagrams[k])  # type: ignore[union-attr]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        now = time.perf_counter()
+        run = self.run
+        if len(data) < 4:
+            run.malformed += 1
+            return
+        mid = data[2] << 8 | data[3]
+        entry = self.inflight.pop(mid, None)
+        if entry is None:
+            run.unmatched += 1
+            return
+        if data[0] & 0x0F != 4 or int.from_bytes(data[4:8], "big") != entry[0]:
+            self.inflight[mid] = entry  # another exchange's answer: ours is still out
+            run.mismatched += 1
+            return
+        code = data[1] if data[0] & 0x30 != 0x30 else -1  # -1: RST
+        run.codes[code] += 1
+        if code in run.ok_codes:
+            run.ok += 1
+            run.latencies.append(now - entry[1])
+        if self.sending:
+            self.send(now)
+
+    def error_received(self, exc: Exception) -> None:
+        self.run.errors += 1
+
+    def sweep(self, now: float, timeout: float) -> None:
+        """Time out what is older than ``timeout`` (oldest first) and refill the window."""
+        inflight = self.inflight
+        limit = now - timeout
+        expired = []
+        for mid, (_, sent) in inflight.items():
+            if sent > limit:
+                break
+            expired.append(mid)
+        for mid in expired:
+            del inflight[mid]
+        self.run.timeouts += len(expired)
+        if self.sending:
+            for _ in range(len(expired)):
+                self.send(now)
+
+
+class _Run:
+    """Counters shared by the peers (plain attributes: they are on the hot path)."""
+
+    def __init__(self, ok_codes: set[int]) -> None:
+        self.ok_codes = ok_codes
+        self.ok = 0
+        self.codes: Counter[int] = Counter()
+        self.latencies: list[float] = []
+        self.timeouts = 0
+        self.mid_wraps = 0
+        self.unmatched = 0
+        self.mismatched = 0
+        self.malformed = 0
+        self.errors = 0
+        self.ran_out_at: float | None = None
+
+    def exhausted(self, now: float) -> None:
+        if self.ran_out_at is None:
+            self.ran_out_at = now
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "codes": dict(self.codes),
+            "n_latencies": len(self.latencies),
+            "timeouts": self.timeouts,
+            "mid_wraps": self.mid_wraps,
+            "unmatched": self.unmatched,
+            "mismatched": self.mismatched,
+            "malformed": self.malformed,
+            "errors": self.errors,
+        }
+
+
+def _cpu_of(pid: int | None) -> float | None:
+    """CPU seconds (user + system, all threads) of process ``pid``."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    run = _Run(set(cfg["ok_codes"]))
+    window = cfg["window"]
+    sockets = len(datagrams)
+    peers = []
+    for s, dgs in enumerate(datagrams):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(("127.0.0.1", cfg["port"]))
+        sock.setblocking(False)
+        share = window // sockets + (1 if s < window % sockets else 0)
+        peer = _Peer(run, dgs, share)
+        await loop.create_datagram_endpoint(lambda p=peer: p, sock=sock)  # type: ignore[misc]
+        peers.append(peer)
+
+    timeout = cfg["timeout"]
+
+    async def sweeper() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.perf_counter()
+            for p in peers:
+                p.sweep(now, timeout)
+
+    sweep_task = asyncio.create_task(sweeper())
+    # Fill the window gradually (a burst of the whole window could overflow the server's
+    # receive buffer before it has read anything).
+    start = time.perf_counter()
+    step = max(1, window // 64)
+    for i in range(0, max(p.window for p in peers), step):
+        now = time.perf_counter()
+        for p in peers:
+            for _ in range(min(step, p.window - i)):
+                p.send(now)
+        await asyncio.sleep(0.001)
+
+    await asyncio.sleep(max(0.0, cfg["warmup"] - (time.perf_counter() - start)))
+    t0 = time.perf_counter()
+    snap0 = run.snapshot()
+    cpu0 = (_own_cpu(), _cpu_of(cfg.get("server_pid")))
+    samples = []
+    next_sample = t0 + 1.0
+    deadline = t0 + cfg["duration"]
+    while True:
+        now = time.perf_counter()
+        if now >= deadline or run.ran_out_at is not None:
+            break
+        await asyncio.sleep(min(deadline, next_sample) - now)
+        if cfg.get("progress") and time.perf_counter() >= next_sample:
+            samples.append((round(time.perf_counter() - t0, 2), run.ok))
+            next_sample += 1.0
+    t1 = min(time.perf_counter(), run.ran_out_at or float("inf"))
+    snap1 = run.snapshot()
+    cpu1 = (_own_cpu(), _cpu_of(cfg.get("server_pid")))
+    for p in peers:
+        p.sending = False
+    # Let what is in flight complete (or time out) so the totals are complete.
+    end_wait = time.perf_counter() + timeout + 0.2
+    while any(p.inflight for p in peers) and time.perf_counter() < end_wait:
+        await asyncio.sleep(0.05)
+    sweep_task.cancel()
+    left = sum(len(p.inflight) for p in peers)
+    for p in peers:
+        if p.transport is not None:
+            p.transport.close()
+
+    lat = sorted(run.latencies[snap0["n_latencies"] : snap1["n_latencies"]])
+
+    def pct(q: float) -> float | None:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
+
+    seconds = t1 - t0
+    codes = Counter(snap1["codes"])
+    codes.subtract(snap0["codes"])
+    diff = {k: snap1[k] - snap0[k] for k in snap1 if isinstance(snap1[k], int)}
+    return {
+        "seconds": seconds,
+        "ok": diff["ok"],
+        "rate": diff["ok"] / seconds if seconds > 0 else 0.0,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": lat[-1] * 1000 if lat else None,
+        "codes": {_code_name(c): n for c, n in sorted(codes.items()) if n},
+        "timeouts": diff["timeouts"],
+        "mid_wraps": diff["mid_wraps"],
+        "unmatched": diff["unmatched"],
+        "mismatched": diff["mismatched"],
+        "malformed": diff["malformed"],
+        "send_errors": diff["errors"],
+        "ran_out": run.ran_out_at is not None,
+        "sent_total": sum(p.next for p in peers),
+        "ok_total": run.ok,
+        "codes_total": {_code_name(c): n for c, n in sorted(run.codes.items())},
+        "timeouts_total": run.timeouts,
+        "left_in_flight": left,
+        "loadgen_cpu": (cpu1[0] - cpu0[0]) / seconds if seconds > 0 else None,
+        "server_cpu": (
+            (cpu1[1] - cpu0[1]) / seconds
+            if cpu0[1] is not None and cpu1[1] is not None and seconds > 0
+            else None
+        ),
+        "progress": samples,
+    }
+
+
+def _code_name(code: int) -> str:
+    if code == -1:
+        return "RST"
+    return f"{code >> 5}.{code & 0x1F:02d}"
+
+
+def loadgen_main(cfg: dict[str, Any]) -> None:
+    """Child process: encode everything, then run the load and print one JSON line."""
+    import uvloop
+
+    t = time.perf_counter()
+    datagrams = encode_datagrams(cfg)
+    encode_s = time.perf_counter() - t
+    result = uvloop.run(_load(cfg, datagrams))
+    result["encode_s"] = encode_s
+    result["datagrams"] = sum(len(d) for d in datagrams)
+    result["datagram_bytes"] = len(datagrams[0][0])
+    print(json.dumps(result), flush=True)
+
+
+# -- the reference servers (their own processes) ----------------------------------------
+
+
+def serve_echo(port: int) -> None:
+    import uvloop
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: Any = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.transport.sendto(data, addr)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", port))
+        print(f"echo listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+        await _until_signal()
+
+    uvloop.run(main())
+
+
+def serve_aiocoap(port: int) -> None:
+    import aiocoap
+    import uvloop
+    from aiocoap import resource as aioresource
+
+    class Bench(aioresource.Resource):  # type: ignore[misc]
+        async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+            return aiocoap.Message(code=aiocoap.CHANGED)
+
+    async def main() -> None:
+        site = aioresource.Site()
+        site.add_resource(["r", SOURCE], Bench())
+        ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+        print(f"aiocoap listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+        try:
+            await _until_signal()
+        finally:
+            await ctx.shutdown()
+
+    uvloop.run(main())
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+# -- the parent: targets, sampling, report -----------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _probe(port: int, code: int, path: tuple[str, ...], timeout: float = 30.0) -> None:
+    """Wait until something answers a CON request on 127.0.0.1:port."""
+    from fogrt.ingest import coap
+
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("127.0.0.1", port))
+        s.settimeout(0.2)
+        mid = 0
+        while time.monotonic() < deadline:
+            mid += 1
+            opts = [(coap.URI_PATH, p.encode()) for p in path]
+            s.send(coap.build(coap.CON, code, 0xFF00 + mid, b"probe", opts, b"\x80"))
+            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
+                s.recv(2048)
+                return
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answers on 127.0.0.1:{port}")
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _udp_rcvbuf_errors() -> int:
+    lines = [x.split() for x in Path("/proc/net/snmp").read_text().splitlines() if x[:4] == "Udp:"]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
+class Server:
+    """A target server process on 127.0.0.1: ``start`` returns when it answers."""
+
+    def __init__(self, name: str, tmp: Path) -> None:
+        self.name = name
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.stderr = b""
+        fogrt = name.startswith("fogrt")
+        self.code = PUT if name == "libcoap" else POST
+        self.path: tuple[str, ...] = ("example_data",) if name == "libcoap" else ("r", SOURCE)
+        self.per_uplink = 10 if name == "fogrt10" else 1
+        self.ok_codes = [POST] if name == "echo" else list(range(0x40, 0x60))
+        self.fogrt = fogrt
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.fogrt:
+            work = self.tmp / self.name
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            (work / "bench.yaml").write_text(TOPOLOGY)
+            cmd = [
+                sys.executable,
+                "-m",
+                "fogrt.cli",
+                "--log-level",
+                "warning",
+                "run",
+                str(work / "bench.yaml"),
+                "--coap",
+                "127.0.0.1:0",
+                "--state",
+                str(work / "state"),
+                "--output",
+                str(work),
+            ]
+            self.proc = subprocess.Popen(
+                cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
+            )
+            self.port = self._banner_port()
+        else:
+            self.port = _free_port()
+            if self.name == "libcoap":
+                cmd = [LIBCOAP_SERVER, "-A", "127.0.0.1", "-p", str(self.port), "-v", "0"]
+            else:
+                cmd = [sys.executable, __file__, "--serve", self.name, "--port", str(self.port)]
+            self.proc = subprocess.Popen(
+                cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
+            )
+        _probe(self.port, self.code, self.path)
+
+    def _banner_port(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None and self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                if m := re.search(rb"coap://127\.0\.0\.1:(\d+)", buf):
+                    self.stderr = buf
+                    # Keep draining stderr so warnings can never block the server.
+                    threading.Thread(target=self._drain, args=(fd,), daemon=True).start()
+                    return int(m.group(1))
+        self.stop()
+        raise RuntimeError("fogrt run did not start:\n" + buf.decode(errors="replace"))
+
+    def _drain(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, 65536):
+                if len(self.stderr) < 1 << 20:
+                    self.stderr += chunk
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None and not self.fogrt:
+            with contextlib.suppress(OSError):
+                self.stderr += proc.stderr.read()
+        return proc.returncode
+
+
+def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) -> dict[str, Any]:
+    server = Server(name, tmp)
+    server.start()
+    assert server.proc is not None
+    pid = server.proc.pid
+    window = args.window
+    per_socket = int(args.max_rate * (args.warmup + duration) / args.sockets) + window
+    cfg = {
+        "port": server.port,
+        "code": server.code,
+        "path": list(server.path),
+        "ok_codes": server.ok_codes,
+        "per_uplink": server.per_uplink,
+        "sockets": args.sockets,
+        "devices": args.devices,
+        "window": window,
+        "per_socket": per_socket,
+        "warmup": args.warmup,
+        "duration": duration,
+        "timeout": args.timeout,
+        "server_pid": pid,
+        "progress": True,
+    }
+    drops0 = _udp_rcvbuf_errors()
+    gen = subprocess.Popen(
+        [sys.executable, __file__, "--loadgen", json.dumps(cfg)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    rss: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    out = b""
+    assert gen.stdout is not None
+    while True:
+        kib = _rss_kib(pid)
+        if kib is not None:
+            rss.append((time.monotonic() - t0, kib))
+        ready, _, _ = select.select([gen.stdout], [], [], 1.0)
+        if ready:
+            out = gen.stdout.read()
+            break
+        if gen.poll() is not None:
+            break
+    gen.wait()
+    drops = _udp_rcvbuf_errors() - drops0
+    code = server.stop()
+    if gen.returncode != 0 or not out.strip():
+        raise SystemExit(f"the load generator failed against {name} (exit {gen.returncode})")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result.update(
+        target=name,
+        per_uplink=server.per_uplink,
+        readings_rate=result["rate"] * server.per_uplink,
+        rss_kib=rss,
+        udp_rcvbuf_errors=drops,
+        server_exit=code,
+    )
+    if server.fogrt:
+        result["server_log_tail"] = _warnings(server.stderr)
+    return result
+
+
+def _warnings(stderr: bytes) -> list[str]:
+    lines = [x for x in stderr.decode(errors="replace").splitlines() if x.strip()]
+    return [x for x in lines if "warn" in x.lower() or "error" in x.lower()][-5:]
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _codes(codes: dict[str, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in codes.items()) or "-"
+
+
+def _report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    best: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if r["target"] not in best or r["rate"] > best[r["target"]]["rate"]:
+            best[r["target"]] = r
+    print()
+    print(
+        f"{'target':<9} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'timeouts':>8} {'srv cpu':>7} {'gen cpu':>7}  codes"
+    )
+    for name in [t for t in ALL_TARGETS if t in best]:
+        r = best[name]
+        readings = f"{r['readings_rate']:,.0f}" if name.startswith("fogrt") else "-"
+        srv = "-" if r["server_cpu"] is None else f"{r['server_cpu']:.0%}"
+        print(
+            f"{name:<9} {r['rate']:>11,.0f} {readings:>11} {_ms(r['p50_ms']):>8} "
+            f"{_ms(r['p99_ms']):>8} {r['timeouts']:>8} {srv:>7} {r['loadgen_cpu']:>7.0%}  "
+            f"{_codes(r['codes'])}"
+        )
+    print(
+        "(srv/gen cpu: CPU time of the server / load generator over the measurement, "
+        "in cores; 2 cores in all)"
+    )
+    for name in best:
+        r = best[name]
+        notes = []
+        if r["ran_out"]:
+            notes.append(f"ran out of pre-encoded datagrams after {r['seconds']:.1f} s")
+        for k in ("mid_wraps", "unmatched", "mismatched", "malformed", "send_errors"):
+            if r[k]:
+                notes.append(f"{k} {r[k]}")
+        if r["udp_rcvbuf_errors"]:
+            notes.append(f"UDP receive-buffer drops (system-wide) {r['udp_rcvbuf_errors']}")
+        if r.get("server_exit") not in (0, None, -signal.SIGTERM):
+            notes.append(f"server exit code {r['server_exit']}")
+        if r.get("server_log_tail"):
+            notes.append("server warnings: " + " | ".join(r["server_log_tail"]))
+        if notes:
+            print(f"  {name}: " + "; ".join(notes))
+    for name in best:
+        if name.startswith("fogrt"):
+            kib = [k for _, k in best[name]["rss_kib"]]
+            if kib:
+                print(
+                    f"  {name} server RSS: start {kib[0] / 1024:.1f} MiB, end "
+                    f"{kib[-1] / 1024:.1f} MiB, max {max(kib) / 1024:.1f} MiB "
+                    f"({len(kib)} samples, 1 s apart)"
+                )
+
+    print()
+    f1 = best.get("fogrt")
+    if f1:
+        for ref, goal in (("libcoap", GOAL_VS_LIBCOAP), ("aiocoap", None), ("echo", None)):
+            if ref in best and best[ref]["rate"] > 0:
+                ratio = f1["rate"] / best[ref]["rate"]
+                tail = (
+                    f"  (goal >= {goal:.2f}: {'met' if ratio >= goal else 'MISSED'})"
+                    if goal
+                    else ""
+                )
+                print(f"ratio fogrt single / {ref:<8}: {ratio:6.3f}{tail}")
+    f10 = best.get("fogrt10")
+    if f10:
+        ok = f10["readings_rate"] >= GOAL_BATCHED
+        print(
+            f"fogrt 10-reading batches     : {f10['readings_rate']:,.0f} readings/s  "
+            f"(goal >= {GOAL_BATCHED:,}: {'met' if ok else 'MISSED'})"
+        )
+    print(
+        f"\nNote: this machine has {os.cpu_count()} cores; the load generator (one Python "
+        "process) and the server share them, so a server faster than the generator (C, echo) "
+        "is measured at the generator's ceiling, and every figure includes the generator "
+        "competing for CPU."
+    )
+
+
+def _machine() -> str:
+    import aiocoap.meta
+    import uvloop
+
+    libcoap = "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        text = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "libcoap3-bin"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        libcoap = text.strip() or "?"
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} "
+        f"{platform.release()}, CPython {platform.python_version()}, uvloop "
+        f"{uvloop.__version__}, aiocoap {aiocoap.meta.version}, libcoap3 {libcoap}"
+    )
+
+
+def soak(args: argparse.Namespace, tmp: Path) -> None:
+    print(
+        f"soak: fogrt, single-reading uplinks, {args.soak:.0f} s, window {args.window}, "
+        f"{args.devices} devices, fsync on",
+        flush=True,
+    )
+    r = run_target("fogrt", args, tmp, args.soak)
+    print(
+        f"acknowledged {r['rate']:,.0f} requests/s over {r['seconds']:.1f} s, p50 "
+        f"{_ms(r['p50_ms'])} ms, p99 {_ms(r['p99_ms'])} ms, timeouts {r['timeouts']}, "
+        f"codes {_codes(r['codes'])}" + ("; RAN OUT of datagrams" if r["ran_out"] else "")
+    )
+    print("server RSS over time (from the start of the load generator):")
+    step = max(1, len(r["rss_kib"]) // 30)
+    for t, kib in r["rss_kib"][::step]:
+        print(f"  {t:6.1f} s  {kib / 1024:8.1f} MiB")
+    kib = [k for _, k in r["rss_kib"]]
+    mid = kib[len(kib) // 2 :]
+    print(
+        f"start {kib[0] / 1024:.1f} MiB, end {kib[-1] / 1024:.1f} MiB, max {max(kib) / 1024:.1f}"
+        f" MiB; second half grew {(mid[-1] - mid[0]) / 1024:+.1f} MiB (goal: flat)"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds per target (default 10)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)"
+    )
+    p.add_argument(
+        "--window", type=int, default=512, help="CON requests kept in flight (default 512)"
+    )
+    p.add_argument("--devices", type=int, default=5000, help="virtual devices (default 5000)")
+    p.add_argument(
+        "--sockets", type=int, default=8, help="UDP source ports of the generator (default 8)"
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help=f"comma-separated, from {','.join(ALL_TARGETS)} (default: all)",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="rounds over the targets; the best is kept"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        help="seconds before an unanswered request counts as a timeout (default 2)",
+    )
+    p.add_argument(
+        "--max-rate",
+        type=float,
+        default=300_000,
+        help="requests/s the pre-encoded datagrams are sized for (default 300000); a faster "
+        "target ends its measurement early, which is reported",
+    )
+    p.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="instead of the table: single-reading load on fogrt for SECONDS, RSS over time",
+    )
+    p.add_argument("--loadgen", help=argparse.SUPPRESS)
+    p.add_argument("--serve", choices=("echo", "aiocoap"), help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.loadgen:
+        loadgen_main(json.loads(args.loadgen))
+        return
+    if args.serve == "echo":
+        serve_echo(args.port)
+        return
+    if args.serve == "aiocoap":
+        serve_aiocoap(args.port)
+        return
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(targets) - set(ALL_TARGETS)
+    if unknown:
+        p.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if "libcoap" in targets and shutil.which(LIBCOAP_SERVER) is None:
+        p.error(f"{LIBCOAP_SERVER} is not installed (Debian: libcoap3-bin)")
+    if args.window < args.sockets:
+        p.error("--window must be at least --sockets")
+
+    print(_machine())
+    print(
+        f"load: {args.sockets} UDP sockets, window {args.window} CON requests, {args.devices} "
+        f"devices, warm-up {args.warmup:g} s, timeout {args.timeout:g} s, no retransmission",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="fogrt-bench-ingest-") as tmp_name:
+        tmp = Path(tmp_name)
+        if args.soak:
+            soak(args, tmp)
+            return
+        results = []
+        for rnd in range(args.repeat):
+            for name in targets:
+                r = run_target(name, args, tmp, args.duration)
+                results.append(r)
+                print(
+                    f"  round {rnd + 1} {name:<8} {r['rate']:>10,.0f} req/s over "
+                    f"{r['seconds']:.1f} s, p50 {_ms(r['p50_ms'])} ms, p99 {_ms(r['p99_ms'])} "
+                    f"ms, timeouts {r['timeouts']}, codes {_codes(r['codes'])} "
+                    f"(encode {r['encode_s']:.1f} s, {r['datagram_bytes']} B/datagram)",
+                    flush=True,
+                )
+    _report(results, args)
+
+
+if __name__ == "__main__":
+    main()
