@@ -59,6 +59,8 @@ class Engine:
             sink.input_schema = dict(node.schema)
             self.sinks[node.id] = sink
         self.sink_writes: dict[str, int] = dict.fromkeys(self.sinks, 0)
+        self.taps: list[Callable[[str, Sequence[Event]], None]] = []
+        """Observers of every batch a sink receives (dashboard feeds); must not block."""
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=queue_size)
         self._tick_interval = tick_interval
         self._idle_grace = idle_grace
@@ -140,6 +142,11 @@ class Engine:
 
     async def _write_sinks(self) -> None:
         for sink_id, batch in self.flow.take_sink_batches().items():
+            for tap in self.taps:
+                try:
+                    tap(sink_id, batch)
+                except Exception as exc:
+                    log.error("tap_failed", sink=sink_id, error=f"{type(exc).__name__}: {exc}")
             try:
                 await self.sinks[sink_id].write(batch)
             except Exception as exc:

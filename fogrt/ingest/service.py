@@ -81,6 +81,8 @@ class IngestService:
         self.readings = 0
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
+        self.on_ack: Callable[[float], None] | None = None
+        """Called with the seconds from request to durable 2.04 (metrics); must be cheap."""
         self._ok = Reply("2.04", b"", CONTENT_FORMAT)
 
     def paths(self) -> list[str]:
@@ -133,8 +135,10 @@ class IngestService:
         body = self.controls.delta_for(device, uplink.control_version)
         reply = self._ok if not body else Reply("2.04", body, CONTENT_FORMAT)
         if offset < ingest_log.durable_offset:
+            if self.on_ack is not None:
+                self.on_ack(time.time() - now)
             return reply
-        return _after(ingest_log.wait_durable(offset), reply)
+        return _after(ingest_log.wait_durable(offset), reply, self.on_ack, now)
 
     def _reject(self, reason: str, code: str, diagnostic: bytes) -> Reply:
         self.rejected[reason] += 1
@@ -181,7 +185,12 @@ def _reason(code: str) -> str:
     return {"4.00": "malformed", "4.13": "too_large", "4.15": "content_format"}.get(code, code)
 
 
-def _after(durable: asyncio.Future[None], reply: Reply) -> asyncio.Future[Reply]:
+def _after(
+    durable: asyncio.Future[None],
+    reply: Reply,
+    on_ack: Callable[[float], None] | None,
+    since: float,
+) -> asyncio.Future[Reply]:
     """A future of ``reply`` that completes when ``durable`` does (fails if it fails)."""
     out: asyncio.Future[Reply] = durable.get_loop().create_future()
 
@@ -194,6 +203,8 @@ def _after(durable: asyncio.Future[None], reply: Reply) -> asyncio.Future[Reply]
             out.set_exception(exc)
         else:
             out.set_result(reply)
+            if on_ack is not None:
+                on_ack(time.time() - since)
 
     durable.add_done_callback(done)
     return out
