@@ -193,9 +193,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     n.add_argument(
         "--state",
-        default="file:.fogrt/state",
+        metavar="DIR_OR_URL",
+        help="where checkpoints live: a directory (file:PATH) or redis://host:port/db "
+        "(credentials from FOGRT_REDIS_USERNAME/PASSWORD); default: the topology's "
+        "state: section, else file:.fogrt/state",
+    )
+    n.add_argument(
+        "--data-dir",
+        type=Path,
         metavar="DIR",
-        help="where the ingest log and state live (default: file:.fogrt/state)",
+        help="local directory of the ingest log when --state is a Redis URL",
+    )
+    n.add_argument(
+        "--checkpoint-every",
+        type=float,
+        metavar="SECONDS",
+        help="checkpoint period (default: the topology's state.checkpoint_every, 5 s)",
     )
     n.add_argument(
         "--output",
@@ -456,16 +469,24 @@ def _address(text: str, flag: str) -> tuple[str, int]:
     return host or "::", int(port)
 
 
-def _state_dir(text: str) -> Path:
+def _state(args: argparse.Namespace, topology: Any) -> tuple[Path, str | None]:
+    """(local state directory, Redis URL or None) from --state, --data-dir, the topology."""
+    from fogrt.state.redis import check_url
+
+    spec = topology.spec.state
+    text = args.state
+    if text is None:
+        text = spec.url if spec.backend == "redis" else f"file:{spec.path}"
     scheme, sep, rest = text.partition(":")
-    if sep and scheme == "file":
-        return Path(rest)
     if sep and scheme in ("redis", "rediss"):
-        raise InputError(
-            f"--state {text!r}: the Redis state backend is not available yet; "
-            "use a directory (file:PATH)"
-        )
-    return Path(text)
+        try:
+            check_url(text)
+        except ValueError as exc:
+            raise InputError(f"--state: {exc}") from None
+        return (args.data_dir or Path(spec.path)), text
+    if args.data_dir is not None:
+        raise InputError("--data-dir is for the local ingest log when --state is a Redis URL")
+    return Path(rest) if sep and scheme == "file" else Path(text), None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -490,10 +511,13 @@ def _run(args: argparse.Namespace) -> int:
         registry = DeviceRegistry(
             "registered" if args.require_registration else "open", max_devices=args.max_devices
         )
+    state_dir, state_url = _state(args, topology)
     config = NodeConfig(
         coap_host=host,
         coap_port=port,
-        state_dir=_state_dir(args.state),
+        state_dir=state_dir,
+        state_url=state_url,
+        checkpoint_every=args.checkpoint_every or topology.spec.state.checkpoint_every,
         output_dir=args.output,
         registry=registry,
         limits=Limits(max_payload=args.max_payload),
@@ -532,7 +556,8 @@ def _banner(node: Any) -> None:
         f"  coap   : coap://{_show(node.address)}  (UDP; POST readings to "
         + ", ".join(node.service.paths())
         + ")",
-        f"  state  : {cfg.state_dir}  (ingest log: {node.ingest_log.end_offset} records)",
+        f"  state  : {node.backend.url}  (ingest log in {cfg.state_dir / 'log'}: "
+        f"{node.ingest_log.end_offset} records; checkpoint every {cfg.checkpoint_every:g} s)",
         f"  devices: {cfg.registry.mode}",
         "  stop   : Ctrl-C (drains, then exits 0)",
     ]

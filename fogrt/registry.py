@@ -61,9 +61,16 @@ class Registry:
                 unknown_name_message(self.what, name.removeprefix(self.prefix), short)
             )
         module_name, _, attr = target.partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            # A broken plugin must not look like a crash of fogrt: name it and say why.
+            raise UnknownNameError(
+                f"{self.what} {name!r} is registered as {target!r} but cannot be loaded: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
         self._loaded[name] = obj
         return obj  # type: ignore[no-any-return]
 

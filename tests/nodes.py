@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -29,9 +28,19 @@ TOPOLOGY = textwrap.dedent("""\
 
 
 class NodeProcess:
-    """``fogrt run`` in a child process on 127.0.0.1:<ephemeral>; ``port`` from its banner."""
+    """``fogrt run`` in a child process on 127.0.0.1:<ephemeral>; ``port`` from its banner.
 
-    def __init__(self, topology: Path, state: Path, output: Path, *extra: str) -> None:
+    Its stderr goes to a file (a pipe nobody reads would fill up and block the node).
+    """
+
+    def __init__(
+        self,
+        topology: Path,
+        state: Path,
+        output: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -48,47 +57,46 @@ class NodeProcess:
             str(output),
             *extra,
         ]
+        output.mkdir(parents=True, exist_ok=True)
+        self.log_path = output / f"node-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             cmd,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             stdout=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
-        self.stderr: list[str] = []
         self.port = self._wait_for_port()
 
+    @property
+    def stderr(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def _wait_for_port(self, timeout: float = 30.0) -> int:
-        assert self.proc.stderr is not None
         deadline = time.monotonic() + timeout
-        fd = self.proc.stderr.fileno()
-        buf = b""
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                buf += chunk
-                m = re.search(rb"coap://127\.0\.0\.1:(\d+)", buf)
-                if m:
-                    self.stderr.append(buf.decode(errors="replace"))
-                    return int(m.group(1))
+            m = re.search(r"coap://127\.0\.0\.1:(\d+)", self.stderr)
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
         self.kill()
-        raise RuntimeError("fogrt run did not start:\n" + buf.decode(errors="replace"))
+        raise RuntimeError("fogrt run did not start:\n" + self.stderr[-3000:])
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        self._log.close()
 
     def terminate(self, timeout: float = 30.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
-        self.stderr.append(err.decode(errors="replace") if err else "")
+                self.proc.wait(10)
+            self._log.close()
         return self.proc.returncode

@@ -51,6 +51,28 @@ def test_state_round_trip() -> None:
     ]  # fmt: skip
 
 
+def test_state_with_wide_bitmaps_packs_into_a_checkpoint() -> None:
+    import msgpack
+
+    d = Deduplicator(window=1024)
+    for s in range(0, 3000, 3):
+        d.mark("a", 2, s)
+    blob = msgpack.packb(d.state(), use_bin_type=True)  # bitmaps far wider than 64 bits
+    e = Deduplicator(window=1024)
+    e.load({k: [tuple(b) for b in v] for k, v in msgpack.unpackb(blob).items()})
+    assert [e.check("a", 2, s) for s in range(2990, 2999)] == [
+        "new",
+        "duplicate",
+        "new",
+        "new",
+        "duplicate",
+        "new",
+        "new",
+        "duplicate",
+        "new",
+    ]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 300), max_size=400), st.integers(1, 64))
 def test_matches_a_set_within_the_window(seqs: list[int], window: int) -> None:

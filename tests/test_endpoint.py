@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,23 @@ async def test_coroutine_handler_is_supported(make_endpoint: MakeEndpoint, raw_p
     assert parse(await peer.recv()).payload == b"ABC"
 
 
+async def test_already_resolved_future_is_answered_at_once(
+    make_endpoint: MakeEndpoint, raw_peers: Any
+) -> None:
+    def handler(request: Uplink) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        future.set_result(Reply("2.04", b"done"))
+        return future
+
+    endpoint = await make_endpoint(handler)
+    peer = await raw_peers(endpoint)
+    peer.send(uplink(8))
+    first = await peer.recv()
+    assert parse(first).payload == b"done"
+    peer.send(uplink(8))
+    assert await peer.recv() == first
+
+
 async def test_retransmitted_con_gets_the_identical_response_without_a_second_call(
     make_endpoint: MakeEndpoint, raw_peers: Any
 ) -> None:
@@ -478,6 +496,35 @@ async def test_default_dual_stack_socket_serves_ipv4_peers(app: Fixture) -> None
         assert handler.calls[0].peer[0] == "::ffff:127.0.0.1"
     finally:
         await endpoint.stop()
+
+
+async def test_stop_with_requests_in_flight_is_clean(
+    make_endpoint: MakeEndpoint, raw_peers: Any
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: Uplink) -> Reply:
+        await release.wait()
+        return Reply()
+
+    recorder = Recorder(defer=True)
+    slow_endpoint = await make_endpoint(slow)
+    deferred_endpoint = await make_endpoint(recorder)
+    for endpoint in (slow_endpoint, deferred_endpoint):
+        peer = await raw_peers(endpoint)
+        peer.send(uplink(1))
+        await until(partial(lambda e: e.stats["deferred"] == 1, endpoint))
+        await endpoint.stop()
+    recorder.futures[0].set_result(Reply())  # answered after stop: dropped quietly
+    await asyncio.sleep(0.01)
+
+
+async def test_start_failure_releases_everything(app: Fixture, make_endpoint: MakeEndpoint) -> None:
+    taken = await make_endpoint()
+    clash = CoapEndpoint(Recorder(), app.site, host="127.0.0.1", port=taken.address[1])
+    with pytest.raises(OSError):
+        await clash.start()
+    await clash.stop()  # a no-op, but allowed
 
 
 # -- bounded state -----------------------------------------------------------------------------

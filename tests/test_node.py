@@ -212,8 +212,7 @@ async def test_registry_enforced(tmp_path: Path, client: aiocoap.Context) -> Non
 async def test_engine_lag_answers_503_with_max_age(tmp_path: Path, client: aiocoap.Context) -> None:
     node = await start_node(tmp_path, max_lag=2, retry_after=7)
     try:
-        assert node._consumer is not None
-        node._consumer.cancel()  # the engine stops consuming: the lag builds up
+        node._tasks[0].cancel()  # the log consumer stops: the engine's lag builds up
         for seq in range(3):
             resp = await post(client, node, encode_uplink("d", 0, seq, [reading(1.0)]))
             assert str(resp.code) == "2.04 Changed"
@@ -222,7 +221,6 @@ async def test_engine_lag_answers_503_with_max_age(tmp_path: Path, client: aioco
         assert resp.opt.max_age == 7
         assert node.service is not None and node.service.rejected["engine_lag"] == 1
     finally:
-        node._consumer = None
         node.consumed = node.ingest_log.end_offset if node.ingest_log else 0
         await node.stop()
 
@@ -442,3 +440,38 @@ async def test_two_sources_on_their_own_paths(tmp_path: Path, client: aiocoap.Co
         assert '"vib": 0.5' in (tmp_path / "out" / "pump.jsonl").read_text()
     finally:
         await node.stop()
+
+
+@pytest.mark.skipif(
+    COAP_CLIENT is None,
+    reason="libcoap's coap-client is not installed (Debian: apt-get install libcoap3-bin)",
+)
+def test_oversized_blockwise_upload_is_refused_early(tmp_path: Path) -> None:
+    async def run() -> None:
+        node = await start_node(tmp_path)
+        try:
+            body = tmp_path / "big.msgpack"
+            body.write_bytes(b"\x00" * 20_000)  # far over the 4096-byte limit
+            proc = await asyncio.create_subprocess_exec(
+                COAP_CLIENT,
+                "-m",
+                "post",
+                "-b",
+                "1024",
+                "-f",
+                str(body),
+                "-B",
+                "10",
+                f"coap://127.0.0.1:{node.address[1]}/r/room",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+            assert b"4.13" in out + err
+            assert node.endpoint is not None
+            assert node.endpoint.stats["too_large"] == 1, "refused at the first block"
+            assert node.service is not None and node.service.received == 0
+        finally:
+            await node.stop()
+
+    asyncio.run(run())

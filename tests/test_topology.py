@@ -288,3 +288,11 @@ def test_control_policy_is_checked() -> None:
         "t.yaml:23:48: control.policy.with.interval: expected a duration between 1s and 7d, "
         "got '0.1s'"
     )
+
+
+def test_redis_url_must_not_carry_credentials() -> None:
+    text = VALID + "state: {backend: redis, url: 'redis://admin:secret@db:6379/0'}\n"
+    assert one_problem(text) == (
+        "t.yaml:22:8: state: credentials do not go in the URL: set FOGRT_REDIS_USERNAME and "
+        "FOGRT_REDIS_PASSWORD in the environment"
+    )

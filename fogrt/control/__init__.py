@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
-from fogrt.ingest.wire import Control, encode_control_delta
+from fogrt.ingest.wire import Control, apply_delta, encode_control_delta
 
 HISTORY = 8
 """Versions remembered per device to answer with a delta (older: the whole record)."""
@@ -78,3 +79,26 @@ class ControlStore:
 
     def devices(self) -> list[str]:
         return list(self._devices)
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Every device's record and history, as plain data (for checkpoints)."""
+        return {
+            d: {
+                "version": e.version,
+                "control": e.control.wire(),
+                "history": [[v, c.wire()] for v, c in e.history.items()],
+            }
+            for d, e in self._devices.items()
+        }
+
+    def load(self, state: dict[str, dict[str, Any]]) -> None:
+        """Replace every record with a ``state()`` taken earlier."""
+        base = Control()
+        self._devices = {
+            d: _DeviceControl(
+                s["version"],
+                apply_delta(base, s["control"]),
+                OrderedDict((v, apply_delta(base, c)) for v, c in s["history"]),
+            )
+            for d, s in state.items()
+        }

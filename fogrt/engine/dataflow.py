@@ -179,6 +179,30 @@ class Dataflow:
                 except Exception as exc:
                     self._error_handler(node)(Event(key, -1, now), exc)
 
+    def snapshot(self) -> dict[str, dict[Key, bytes]]:
+        """Every operator instance's ``snapshot()``, by node and key (engine must be idle)."""
+        return {
+            nid: {key: op.snapshot() for key, op in node.instances.items()}
+            for nid, node in self._nodes.items()
+            if node.spec.role == "operator" and node.instances
+        }
+
+    def restore(self, state: dict[str, dict[Key, bytes]]) -> int:
+        """Recreate instances from a ``snapshot()``; returns how many were restored.
+
+        Nodes the topology no longer has are an error: the caller checks the topology
+        digest first, so this only happens with a checkpoint that was tampered with.
+        """
+        restored = 0
+        for nid, blobs in state.items():
+            node = self._nodes[nid]
+            for key, blob in blobs.items():
+                op = node.spec.build()
+                op.restore(blob)
+                node.instances[key] = op
+                restored += 1
+        return restored
+
     def take_sink_batches(self) -> dict[str, list[Event]]:
         """The events collected for each sink since the last call (buffers are emptied)."""
         out = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,10 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self.events_submitted = 0
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._lock = asyncio.Lock()  # held while operators run (batches, ticks)
 
     async def start(self) -> None:
         for sink in self.sinks.values():
@@ -91,7 +95,24 @@ class Engine:
                 if seen is None or e.time > seen[0]:
                     latest[e.key] = (e.time, now)
         self.events_submitted += len(events)
+        self._pending += 1
+        self._idle.clear()
         await self._queue.put((source_id, events))
+
+    async def idle(self) -> None:
+        """Wait until every submitted batch is processed and written to the sinks."""
+        await self._idle.wait()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Operators at rest: nothing queued runs, no timer fires, until the block ends.
+
+        The caller must stop submitting first (what is queued is processed before this
+        returns), so that the state seen inside is exactly that of what was submitted.
+        """
+        await self.idle()
+        async with self._lock:
+            yield
 
     async def stop(self, *, flush: bool = True) -> None:
         """Process what is queued, close every open window if ``flush``, close the sinks."""
@@ -130,15 +151,20 @@ class Engine:
             if item is None:
                 return
             source_id, events = item
-            flow.push(source_id, events)
-            await self._write_sinks()
+            async with self._lock:
+                flow.push(source_id, events)
+                await self._write_sinks()
+            self._pending -= 1
+            if not self._pending:
+                self._idle.set()
 
     async def _ticker(self) -> None:
         assert self._tick_interval is not None
         while True:
             await asyncio.sleep(self._tick_interval)
-            self.flow.tick(self.watermarks())
-            await self._write_sinks()
+            async with self._lock:
+                self.flow.tick(self.watermarks())
+                await self._write_sinks()
 
     async def _write_sinks(self) -> None:
         for sink_id, batch in self.flow.take_sink_batches().items():

@@ -91,14 +91,22 @@ class Deduplicator:
             b.bits |= 1 << (b.hwm - seq)
         return "new"
 
-    def state(self) -> dict[str, list[tuple[int, int, int]]]:
-        """Everything, as plain data (for checkpoints)."""
-        return {d: [(b.boot, b.hwm, b.bits) for b in e.boots] for d, e in self._devices.items()}
+    def state(self) -> dict[str, list[tuple[int, int, bytes]]]:
+        """Everything, as plain data (for checkpoints; bitmaps as little-endian bytes)."""
+        return {
+            d: [
+                (b.boot, b.hwm, b.bits.to_bytes((b.bits.bit_length() + 7) // 8, "little"))
+                for b in e.boots
+            ]
+            for d, e in self._devices.items()
+        }
 
-    def load(self, state: dict[str, list[tuple[int, int, int]]]) -> None:
+    def load(self, state: dict[str, list[tuple[int, int, bytes]]]) -> None:
         """Replace everything with a ``state()`` taken earlier."""
         self._devices = {
-            d: _Device([_Boot(boot, hwm, bits) for boot, hwm, bits in boots])
+            d: _Device(
+                [_Boot(boot, hwm, int.from_bytes(bits, "little")) for boot, hwm, bits in boots]
+            )
             for d, boots in state.items()
         }
 

@@ -152,6 +152,7 @@ class CoapEndpoint(asyncio.DatagramProtocol):
         max_relays: int = 1024,
         known_options: Iterable[int] = coap.KNOWN_OPTIONS,
         rcvbuf: int | None = None,
+        max_body: int | None = None,
     ) -> None:
         if dedup_lifetime <= 0 or relay_idle <= 0:
             raise ValueError("dedup_lifetime and relay_idle must be positive")
@@ -168,6 +169,7 @@ class CoapEndpoint(asyncio.DatagramProtocol):
         self._max_relays = max_relays
         self._known = frozenset(known_options)
         self._rcvbuf = rcvbuf
+        self._max_body = max_body  # block-wise uploads beyond this get 4.13 early
         self._counts: Counter[str] = Counter()
         self._uplinks = 0  # the two hot counters are plain ints; see ``stats``
         self._evicted = 0
@@ -252,7 +254,11 @@ class CoapEndpoint(asyncio.DatagramProtocol):
                 self._upstream_family = socket.AF_INET6
             sock = await self._bind(loop)
             self._closed = loop.create_future()
-            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            try:
+                await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
         except BaseException:
             await self._context.shutdown()
             self._context = None
@@ -272,8 +278,10 @@ class CoapEndpoint(asyncio.DatagramProtocol):
             transport.close()
             if self._closed is not None:
                 await self._closed
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         context, self._context = self._context, None
         if context is not None:
             await context.shutdown()
@@ -420,7 +428,10 @@ class CoapEndpoint(asyncio.DatagramProtocol):
             self._respond(key, confirmable, mid, token, addr, result)
             return
         self._counts["deferred"] += 1
-        future.add_done_callback(partial(self._deferred, key, confirmable, mid, token, addr))
+        if future.done():  # already resolved: answer now rather than on the next loop turn
+            self._deferred(key, confirmable, mid, token, addr, future)
+        else:
+            future.add_done_callback(partial(self._deferred, key, confirmable, mid, token, addr))
 
     def _deferred(
         self,
@@ -532,6 +543,8 @@ class CoapEndpoint(asyncio.DatagramProtocol):
                 )
                 self._send(response, addr)
             return
+        if self._max_body is not None and self._too_large(msg, addr):
+            return
         if code == coap.POST and self._prefixes and self._plain_uplink(msg):
             with contextlib.suppress(coap.CoapFormatError):
                 path = msg.path
@@ -541,6 +554,33 @@ class CoapEndpoint(asyncio.DatagramProtocol):
                     self._serve(up, addr)
                     return
         self._relay(data, addr)
+
+    def _too_large(self, msg: coap.Message, addr: Address) -> bool:
+        """Refuse a block-wise upload with 4.13 as soon as it announces or reaches more than
+        ``max_body`` bytes, before aiocoap buffers it (RFC 7959 §2.9.3: Size1 = the limit)."""
+        assert self._max_body is not None
+        size1 = msg.option(coap.SIZE1)
+        block1 = msg.option(coap.BLOCK1)
+        total = coap.decode_uint(size1) if size1 is not None else 0
+        if block1 is not None:
+            value = coap.decode_uint(block1)
+            szx = value & 0x7
+            if szx == 7:
+                return False  # reserved (BERT is TCP only): aiocoap answers it
+            total = max(total, (value >> 4) * (16 << szx) + len(msg.payload))
+        if total <= self._max_body:
+            return False
+        self._counts["too_large"] += 1
+        if msg.type == coap.CON:
+            text = f"body over {self._max_body} bytes".encode()
+            options = [(coap.SIZE1, coap.encode_uint(self._max_body))]
+            self._send(
+                coap.build(
+                    coap.ACK, coap.REQUEST_ENTITY_TOO_LARGE, msg.mid, msg.token, options, text
+                ),
+                addr,
+            )
+        return True
 
     def _plain_uplink(self, msg: coap.Message) -> bool:
         known = self._known
@@ -709,9 +749,9 @@ def _encode(head: int, mid: int, token: bytes, reply: Any) -> bytes:
     """The response datagram for ``reply`` (a :class:`Reply` or a plain tuple)."""
     if type(reply) is not Reply:
         reply = Reply(*reply)
-    code = coap.code_from_str(reply.code)
-    if not coap.is_response(code):
-        raise ValueError(f"not a response code: {reply.code!r}")
+    code = _RESPONSE_CODES.get(reply.code)
+    if code is None:
+        raise ValueError(f"not a response code (2.xx to 5.xx): {reply.code!r}")
     payload = reply.payload
     if not isinstance(payload, bytes):
         raise TypeError(f"reply payload must be bytes, not {type(payload).__name__}")

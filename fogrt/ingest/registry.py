@@ -17,10 +17,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fogrt.errors import InputError
-from fogrt.ingest.wire import Registration
+from fogrt.ingest.wire import Registration, decode_registration, encode_registration
 
 Mode = Literal["open", "registered", "allowlist"]
 
@@ -85,6 +85,37 @@ class DeviceRegistry:
             info = self.devices[reg.device] = DeviceInfo(time.time())
         info.registration = reg
         return None
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Everything, as plain data (for checkpoints)."""
+        out = {}
+        for device, info in self.devices.items():
+            reg = info.registration
+            out[device] = {
+                "first_seen": info.first_seen,
+                "last_seen": info.last_seen,
+                "battery_mv": info.battery_mv,
+                "battery_pct": info.battery_pct,
+                "uplinks": info.uplinks,
+                "readings": info.readings,
+                "registration": None if reg is None else encode_registration(reg),
+            }
+        return out
+
+    def load(self, state: dict[str, dict[str, Any]]) -> None:
+        """Replace the known devices with a ``state()`` taken earlier (mode is kept)."""
+        self.devices = {}
+        for device, s in state.items():
+            reg = s.get("registration")
+            self.devices[device] = DeviceInfo(
+                s["first_seen"],
+                s["last_seen"],
+                None if reg is None else decode_registration(reg),
+                s["battery_mv"],
+                s["battery_pct"],
+                s["uplinks"],
+                s["readings"],
+            )
 
     def seen(
         self,

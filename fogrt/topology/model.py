@@ -108,6 +108,10 @@ class State(_Strict):
                 "backend redis needs url (e.g. redis://host:6379/0; credentials "
                 "come from the environment, never from the topology)"
             )
+        if self.url is not None:
+            from fogrt.state.redis import check_url
+
+            check_url(self.url)
         return self
 
 
