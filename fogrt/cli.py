@@ -262,6 +262,18 @@ def _parser() -> argparse.ArgumentParser:
         help="do not fsync the log (faster; a power cut can lose acknowledged data)",
     )
     n.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the live dashboard and Prometheus /metrics, e.g. 127.0.0.1:8080 "
+        "(port 0: a free port); any non-loopback address needs a token",
+    )
+    n.add_argument(
+        "--http-token",
+        metavar="TOKEN",
+        help="access token for the dashboard and /metrics (default: $FOGRT_HTTP_TOKEN, "
+        "which keeps it out of ps)",
+    )
+    n.add_argument(
         "--for",
         dest="duration",
         type=float,
@@ -526,6 +538,13 @@ def _run(args: argparse.Namespace) -> int:
         max_disk_bytes=args.max_disk * 1024 * 1024 if args.max_disk else None,
     )
     node = FogNode(topology, config)
+    dash = None
+    if args.http:
+        from fogrt.dashboard import Dashboard
+
+        http_host, http_port = _address(args.http, "--http")
+        # Checked before anything starts: a public address without a token exits 2 here.
+        dash = Dashboard(node, http_host, http_port, args.http_token)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -533,8 +552,10 @@ def _run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await node.start()
-        _banner(node)
         try:
+            if dash is not None:
+                await dash.start()
+            _banner(node, dash)
             if args.duration is None:
                 await stop.wait()
             else:
@@ -542,12 +563,14 @@ def _run(args: argparse.Namespace) -> int:
                     await asyncio.wait_for(stop.wait(), args.duration)
         finally:
             await node.stop()
+            if dash is not None:
+                await dash.stop()
 
     aio.run(serve())
     return EXIT_OK
 
 
-def _banner(node: Any) -> None:
+def _banner(node: Any, dash: Any = None) -> None:
     from fogrt.node import _show
 
     cfg = node.config
@@ -561,6 +584,9 @@ def _banner(node: Any) -> None:
         f"  devices: {cfg.registry.mode}",
         "  stop   : Ctrl-C (drains, then exits 0)",
     ]
+    if dash is not None:
+        auth = "; token required" if dash.token_required else ""
+        lines.insert(-1, f"  http   : {dash.url}  (dashboard; Prometheus at /metrics{auth})")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

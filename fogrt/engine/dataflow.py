@@ -187,6 +187,15 @@ class Dataflow:
             if node.spec.role == "operator" and node.instances
         }
 
+    def operator_instances(self) -> list[tuple[str, Key, Operator]]:
+        """Every live operator instance as (node id, key, instance)."""
+        return [
+            (nid, key, op)
+            for nid, node in self._nodes.items()
+            if node.spec.role == "operator"
+            for key, op in node.instances.items()
+        ]
+
     def restore(self, state: dict[str, dict[Key, bytes]]) -> int:
         """Recreate instances from a ``snapshot()``; returns how many were restored.
 

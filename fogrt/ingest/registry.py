@@ -34,6 +34,8 @@ class DeviceInfo:
     battery_pct: int | None = None
     uplinks: int = 0
     readings: int = 0
+    control_version: int = 0
+    """The control version the device said it applies in its last uplink."""
 
 
 class DeviceRegistry:
@@ -98,6 +100,7 @@ class DeviceRegistry:
                 "battery_pct": info.battery_pct,
                 "uplinks": info.uplinks,
                 "readings": info.readings,
+                "control_version": info.control_version,
                 "registration": None if reg is None else encode_registration(reg),
             }
         return out
@@ -115,6 +118,7 @@ class DeviceRegistry:
                 s["battery_pct"],
                 s["uplinks"],
                 s["readings"],
+                s.get("control_version", 0),
             )
 
     def seen(
@@ -124,11 +128,14 @@ class DeviceRegistry:
         battery_mv: int | None,
         battery_pct: int | None,
         now: float,
+        control_version: int | None = None,
     ) -> None:
         info = self.devices.get(device)
         if info is None:
             return
         info.last_seen = now
+        if control_version is not None:
+            info.control_version = control_version
         info.uplinks += 1
         info.readings += readings
         if battery_mv is not None:

@@ -127,7 +127,12 @@ class IngestService:
             self.accepted += 1
             self.readings += len(uplink.readings)
             self.registry.seen(
-                device, len(uplink.readings), uplink.battery_mv, uplink.battery_pct, now
+                device,
+                len(uplink.readings),
+                uplink.battery_mv,
+                uplink.battery_pct,
+                now,
+                uplink.control_version,
             )
         else:
             self.duplicates += 1
