@@ -37,6 +37,8 @@ class RedisServer:
 
     def start(self) -> None:
         assert REDIS is not None
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("redis-server is already running")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
