@@ -290,6 +290,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n  fogrt operators\n  fogrt operators window.tumbling",
     )
     o.add_argument("name", nargs="?", help="show one operator or sink in full")
+
+    from fogrt.edge import add_parser as add_edge
+
+    add_edge(sub)
     return p
 
 
@@ -304,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": _replay,
         "run": _run,
         "operators": _operators,
+        "edge": _edge,
     }
     handler = commands[args.command]
     try:
@@ -588,6 +593,11 @@ def _banner(node: Any, dash: Any = None) -> None:
         auth = "; token required" if dash.token_required else ""
         lines.insert(-1, f"  http   : {dash.url}  (dashboard; Prometheus at /metrics{auth})")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _edge(args: argparse.Namespace) -> int:
+    code: int = args.handler(args)
+    return code
 
 
 def _operators(args: argparse.Namespace) -> int:

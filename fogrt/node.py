@@ -144,7 +144,10 @@ class FogNode:
         )
         self._decoders = {sid: dec for sid, dec in self.service.sources.values()}
         self.engine = Engine(
-            self.topology, output_dir=cfg.output_dir, tick_interval=cfg.tick_interval
+            self.topology,
+            output_dir=cfg.output_dir,
+            tick_interval=cfg.tick_interval,
+            resume_sinks=True,  # a restart replays only what follows the checkpoint
         )
         self.backend = _backend(cfg, self.topology.name)
         self._key = load_key(cfg.state_dir)

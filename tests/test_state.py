@@ -245,3 +245,24 @@ async def test_state_survives_in_redis_and_outages_lose_nothing(
         assert events_learned(node) == {"a": 20}
     finally:
         await node.stop()
+
+
+async def test_file_sinks_keep_earlier_output_across_restarts(
+    tmp_path: Path, client: aiocoap.Context
+) -> None:
+    topo = compile_topology(TOPOLOGY, "t.yaml")
+    node = FogNode(topo, config(tmp_path))
+    await node.start()
+    for seq in range(3):
+        await send(client, node, "a", seq, 2)
+    await node.stop()
+    node = FogNode(topo, config(tmp_path))
+    await node.start()
+    try:
+        await send(client, node, "a", 3, 2)
+        assert await node.drain(10)
+        await asyncio.sleep(0.1)
+    finally:
+        await node.stop()
+    lines = (tmp_path / "out" / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 8, "the first run's 6 outputs are kept, the second adds 2"

@@ -44,6 +44,7 @@ class Engine:
         topology: CompiledTopology,
         *,
         output_dir: Path | None = None,
+        resume_sinks: bool = False,
         queue_size: int = 64,
         tick_interval: float | None = None,
         idle_grace: float = 2.0,
@@ -56,6 +57,7 @@ class Engine:
             sink = node.build()
             if output_dir is not None:
                 sink.base_dir = output_dir
+            sink.resume = resume_sinks
             sink.input_schema = dict(node.schema)
             self.sinks[node.id] = sink
         self.sink_writes: dict[str, int] = dict.fromkeys(self.sinks, 0)

@@ -24,6 +24,9 @@ class Sink(abc.ABC):
     kind: ClassVar[str] = ""
     base_dir: Path = Path(".")
     """Where relative output paths resolve (``fogrt replay --output DIR`` sets it)."""
+    resume: bool = False
+    """Set by a live node: keep what earlier runs wrote (after a restart only the records
+    since the last checkpoint are replayed, so truncating would lose output)."""
     input_schema: Schema = {}
     """The fields that can reach this sink, as compiled (set by the engine before ``open``)."""
 

@@ -56,7 +56,8 @@ class _FileSink(Sink):
     async def open(self) -> None:
         target = self.resolved
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = target.open("a" if self.append else "w", encoding="utf-8", newline="")
+        keep = self.append or self.resume
+        self._fh = target.open("a" if keep else "w", encoding="utf-8", newline="")
 
     async def close(self) -> None:
         if self._fh is not None:
@@ -117,7 +118,7 @@ class CsvSink(_FileSink):
             # Without `fields`, the columns are every field that can reach this sink, as
             # compiled: a stable header that is known before the first event.
             self._columns = list(self.fields or self.input_schema)
-            if not (self.append and fh.tell() > 0):
+            if not ((self.append or self.resume) and fh.tell() > 0):
                 self._writer.writerow(["device", "seq", "time", *self._columns])
         names = self._columns or []
         rows = []

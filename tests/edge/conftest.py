@@ -1,0 +1,3 @@
+"""tests/edge holds helpers, not pytest modules: mp/ is MicroPython code run by js/run.mjs."""
+
+collect_ignore = ["mp", "js"]
