@@ -478,3 +478,17 @@ def test_oversized_blockwise_upload_is_refused_early(tmp_path: Path) -> None:
             await node.stop()
 
     asyncio.run(run())
+
+
+async def test_a_boot_counter_that_went_backwards_is_reported(
+    node: FogNode, client: aiocoap.Context
+) -> None:
+    for boot in (5, 6, 7, 8):  # the dedup tracks the 4 most recent boots
+        assert (
+            str((await post(client, node, encode_uplink("b", boot, 0, [reading(1.0)]))).code)
+            == "2.04 Changed"
+        )
+    resp = await post(client, node, encode_uplink("b", 0, 0, [reading(1.0)]))  # flash erased
+    assert str(resp.code) == "2.04 Changed"
+    assert node.service is not None
+    assert node.service.stale == 1 and node.service.counters()["stale"] == 1

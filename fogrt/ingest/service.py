@@ -80,6 +80,8 @@ class IngestService:
         self.accepted = 0
         self.readings = 0
         self.duplicates = 0
+        self.stale = 0
+        """Duplicates older than the dedup window or the boots tracked (not applied)."""
         self.rejected: Counter[str] = Counter()
         self.on_ack: Callable[[float], None] | None = None
         """Called with the seconds from request to durable 2.04 (metrics); must be cheap."""
@@ -136,6 +138,18 @@ class IngestService:
             )
         else:
             self.duplicates += 1
+            if verdict == "stale":
+                # Older than anything tracked: most likely a device whose boot counter went
+                # backwards (flash erased). Acknowledged so it moves on, but not applied.
+                self.stale += 1
+                if self.stale <= 10 or self.stale % _WARN_EVERY == 0:
+                    log.warning(
+                        "uplink_stale",
+                        device=device,
+                        boot=uplink.boot,
+                        seq=uplink.seq,
+                        count=self.stale,
+                    )
             offset = ingest_log.end_offset - 1  # the original was appended before this
         body = self.controls.delta_for(device, uplink.control_version)
         reply = self._ok if not body else Reply("2.04", body, CONTENT_FORMAT)
@@ -168,6 +182,7 @@ class IngestService:
             "accepted": self.accepted,
             "readings": self.readings,
             "duplicates": self.duplicates,
+            "stale": self.stale,
             "rejected": dict(self.rejected),
             "devices": len(self.registry.devices),
         }
