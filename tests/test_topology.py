@@ -161,7 +161,7 @@ def test_unknown_operator_suggests() -> None:
     text = VALID.replace("use: window.tumbling", "use: window.tumbing")
     assert one_problem(text).startswith(
         "t.yaml:13:10: operators[1].use: unknown operator 'window.tumbing' "
-        "(did you mean 'window.tumbling'?)"
+        "(did you mean 'window.tumbling'"
     )
 
 

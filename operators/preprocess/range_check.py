@@ -1,4 +1,4 @@
-"""Pre-processing operators: clean readings before anything learns from them."""
+"""preprocess.range_check: physically impossible values, dropped, nulled, clipped or flagged."""
 
 from __future__ import annotations
 
