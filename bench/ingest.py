@@ -5,8 +5,10 @@ plays thousands of virtual devices: each device has its own (boot, seq) sequence
 uplink is a duplicate. It keeps a fixed window of CON requests in flight over several UDP
 sockets (several peers for the server), matches each response by socket + message ID +
 token, never retransmits (an unanswered request counts as a timeout after ``--timeout``
-seconds and its slot is refilled), and measures, after a warm-up, the acknowledged requests
-per second and the send -> ACK latency. Every response code is counted.
+seconds; its slot comes back ACK-clocked, as the window grows at the start), and measures,
+after a warm-up, the acknowledged (2.xx) requests per second and the send -> ACK latency.
+Every response code is counted, and so are the datagrams the kernel drops because a receive
+buffer is full (every server keeps the default 208 KiB buffer: about 190 small datagrams).
 
 Targets, each started by this script on 127.0.0.1 and stopped afterwards:
 
@@ -20,8 +22,13 @@ Targets, each started by this script on 127.0.0.1 and stopped afterwards:
   echo      a raw uvloop UDP echo server in Python (it sends each datagram back): the ceiling
             of any Python server on this machine, and of this load generator.
 
+Goals printed beside the figures: fogrt, single-reading CON uplinks acknowledged durably, at
+>= 50% of libcoap's C server; >= 300,000 readings/s with 10-reading batches.
+
 On a 2-core machine the load generator and the server share the two cores: when a server
-is faster than the generator (the C server, the echo), the figure is the generator's.
+is faster than the generator (the C server, the echo), the figure is the generator's. The
+table also gives each side's CPU use and the server's CPU time per acknowledged request,
+which other jobs on the machine disturb much less than the rates.
 
     python bench/ingest.py                                  # all targets, 10 s each
     python bench/ingest.py --targets fogrt,libcoap --window 1024
@@ -181,16 +188,24 @@ def encode_datagrams(cfg: dict[str, Any]) -> list[list[bytes]]:
 
 
 class _Peer(asyncio.DatagramProtocol):
-    """One UDP socket of the generator: its own window, message IDs and tokens."""
+    """One UDP socket of the generator: its own window, message IDs and tokens.
+
+    The window is ACK-clocked: a response lets one new request out, plus one more while the
+    window is short (``deficit``: at the start, and after timeouts), so it grows back like
+    TCP's slow start instead of in a burst that would overflow the server's receive buffer
+    again (which would time out again, together, ``timeout`` later: a periodic artefact).
+    """
 
     def __init__(self, run: _Run, datagrams: list[bytes], window: int) -> None:
         self.run = run
         self.datagrams = datagrams
         self.window = window
+        self.deficit = window  # slots of the window not in flight (not yet sent, timed out)
         self.next = 0  # index of the next datagram to send
         self.inflight: dict[int, tuple[int, float]] = {}  # mid -> (k, send time)
         self.transport: asyncio.DatagramTransport | None = None
         self.sending = True
+        self.port = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -232,12 +247,21 @@ class _Peer(asyncio.DatagramProtocol):
             run.latencies.append(now - entry[1])
         if self.sending:
             self.send(now)
+            if self.deficit:
+                self.deficit -= 1
+                self.send(now)
+
+    def start(self, now: float, burst: int) -> None:
+        for _ in range(min(burst, self.deficit)):
+            self.deficit -= 1
+            self.send(now)
 
     def error_received(self, exc: Exception) -> None:
         self.run.errors += 1
 
     def sweep(self, now: float, timeout: float) -> None:
-        """Time out what is older than ``timeout`` (oldest first) and refill the window."""
+        """Time out what is older than ``timeout`` (oldest first); their slots come back
+        one per response (or, if nothing is left in flight to clock them, 4 at a time)."""
         inflight = self.inflight
         limit = now - timeout
         expired = []
@@ -248,9 +272,9 @@ class _Peer(asyncio.DatagramProtocol):
         for mid in expired:
             del inflight[mid]
         self.run.timeouts += len(expired)
-        if self.sending:
-            for _ in range(len(expired)):
-                self.send(now)
+        self.deficit += len(expired)
+        if self.sending and not inflight:
+            self.start(now, 4)
 
 
 class _Run:
@@ -303,6 +327,25 @@ def _own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every core, every process) so far."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_drops(ports: set[int]) -> int:
+    """Datagrams dropped by the kernel (receive buffer full) on 127.0.0.1 sockets ``ports``."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            f = line.split()
+            host, port = f[1].split(":")
+            if host == "0100007F" and int(port, 16) in ports:
+                total += int(f[-1])
+    return total
+
+
 async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     run = _Run(set(cfg["ok_codes"]))
@@ -317,6 +360,7 @@ async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, 
         sock.setblocking(False)
         share = window // sockets + (1 if s < window % sockets else 0)
         peer = _Peer(run, dgs, share)
+        peer.port = sock.getsockname()[1]
         await loop.create_datagram_endpoint(lambda p=peer: p, sock=sock)  # type: ignore[misc]
         peers.append(peer)
 
@@ -330,21 +374,14 @@ async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, 
                 p.sweep(now, timeout)
 
     sweep_task = asyncio.create_task(sweeper())
-    # Fill the window gradually (a burst of the whole window could overflow the server's
-    # receive buffer before it has read anything).
     start = time.perf_counter()
-    step = max(1, window // 64)
-    for i in range(0, max(p.window for p in peers), step):
-        now = time.perf_counter()
-        for p in peers:
-            for _ in range(min(step, p.window - i)):
-                p.send(now)
-        await asyncio.sleep(0.001)
+    for p in peers:
+        p.start(start, 4)  # then ACK-clocked growth to the full window
 
     await asyncio.sleep(max(0.0, cfg["warmup"] - (time.perf_counter() - start)))
     t0 = time.perf_counter()
     snap0 = run.snapshot()
-    cpu0 = (_own_cpu(), _cpu_of(cfg.get("server_pid")))
+    cpu0 = (_own_cpu(), _cpu_of(cfg.get("server_pid")), machine_busy())
     samples = []
     next_sample = t0 + 1.0
     deadline = t0 + cfg["duration"]
@@ -358,7 +395,7 @@ async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, 
             next_sample += 1.0
     t1 = min(time.perf_counter(), run.ran_out_at or float("inf"))
     snap1 = run.snapshot()
-    cpu1 = (_own_cpu(), _cpu_of(cfg.get("server_pid")))
+    cpu1 = (_own_cpu(), _cpu_of(cfg.get("server_pid")), machine_busy())
     for p in peers:
         p.sending = False
     # Let what is in flight complete (or time out) so the totals are complete.
@@ -367,6 +404,7 @@ async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, 
         await asyncio.sleep(0.05)
     sweep_task.cancel()
     left = sum(len(p.inflight) for p in peers)
+    drops = udp_drops({p.port for p in peers})
     for p in peers:
         if p.transport is not None:
             p.transport.close()
@@ -407,6 +445,8 @@ async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, 
             if cpu0[1] is not None and cpu1[1] is not None and seconds > 0
             else None
         ),
+        "machine_busy": (cpu1[2] - cpu0[2]) / seconds if seconds > 0 else None,
+        "loadgen_drops": drops,
         "progress": samples,
     }
 
@@ -522,9 +562,24 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
-def _udp_rcvbuf_errors() -> int:
-    lines = [x.split() for x in Path("/proc/net/snmp").read_text().splitlines() if x[:4] == "Udp:"]
-    return int(lines[1][lines[0].index("RcvbufErrors")])
+def wait_idle(limit: float, max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is busy less than ``limit`` cores over
+    half a second (other jobs share it); returns the last load seen, in cores."""
+    deadline = time.monotonic() + max_wait
+    waited = False
+    while True:
+        b0, t0 = machine_busy(), time.monotonic()
+        time.sleep(0.5)
+        load = (machine_busy() - b0) / (time.monotonic() - t0)
+        if load < limit or time.monotonic() >= deadline:
+            if waited:
+                print(f"    (waited for other jobs; load now {load:.2f} cores)", flush=True)
+            return load
+        if not waited:
+            print(
+                f"    (other jobs busy {load:.2f} cores: waiting up to {max_wait:g} s)", flush=True
+            )
+            waited = True
 
 
 class Server:
@@ -568,16 +623,16 @@ class Server:
             self.proc = subprocess.Popen(
                 cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
             )
-            self.port = self._banner_port()
+            self.port = self._banner_port()  # it answers once the banner is out
+            return
+        self.port = _free_port()
+        if self.name == "libcoap":
+            cmd = [LIBCOAP_SERVER, "-A", "127.0.0.1", "-p", str(self.port), "-v", "0"]
         else:
-            self.port = _free_port()
-            if self.name == "libcoap":
-                cmd = [LIBCOAP_SERVER, "-A", "127.0.0.1", "-p", str(self.port), "-v", "0"]
-            else:
-                cmd = [sys.executable, __file__, "--serve", self.name, "--port", str(self.port)]
-            self.proc = subprocess.Popen(
-                cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
-            )
+            cmd = [sys.executable, __file__, "--serve", self.name, "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
+        )
         _probe(self.port, self.code, self.path)
 
     def _banner_port(self, timeout: float = 60.0) -> int:
@@ -624,6 +679,8 @@ class Server:
 
 
 def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) -> dict[str, Any]:
+    if args.idle_wait > 0:
+        wait_idle(0.3, args.idle_wait)
     server = Server(name, tmp)
     server.start()
     assert server.proc is not None
@@ -646,7 +703,6 @@ def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) 
         "server_pid": pid,
         "progress": True,
     }
-    drops0 = _udp_rcvbuf_errors()
     gen = subprocess.Popen(
         [sys.executable, __file__, "--loadgen", json.dumps(cfg)],
         stdout=subprocess.PIPE,
@@ -667,7 +723,7 @@ def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) 
         if gen.poll() is not None:
             break
     gen.wait()
-    drops = _udp_rcvbuf_errors() - drops0
+    drops = udp_drops({server.port})
     code = server.stop()
     if gen.returncode != 0 or not out.strip():
         raise SystemExit(f"the load generator failed against {name} (exit {gen.returncode})")
@@ -677,7 +733,7 @@ def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) 
         per_uplink=server.per_uplink,
         readings_rate=result["rate"] * server.per_uplink,
         rss_kib=rss,
-        udp_rcvbuf_errors=drops,
+        server_drops=drops,
         server_exit=code,
     )
     if server.fogrt:
@@ -706,20 +762,28 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print()
     print(
         f"{'target':<9} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'timeouts':>8} {'srv cpu':>7} {'gen cpu':>7}  codes"
+        f"{'timeouts':>8} {'srv cpu':>7} {'us/req':>6} {'gen cpu':>7} {'other':>6}  codes"
     )
     for name in [t for t in ALL_TARGETS if t in best]:
         r = best[name]
         readings = f"{r['readings_rate']:,.0f}" if name.startswith("fogrt") else "-"
-        srv = "-" if r["server_cpu"] is None else f"{r['server_cpu']:.0%}"
+        srv = "-" if r["server_cpu"] is None else f"{r['server_cpu']:.2f}"
+        per_req = (
+            "-"
+            if not r["server_cpu"] or not r["rate"]
+            else f"{r['server_cpu'] / r['rate'] * 1e6:.1f}"
+        )
+        other = r["machine_busy"] - r["loadgen_cpu"] - (r["server_cpu"] or 0.0)
         print(
             f"{name:<9} {r['rate']:>11,.0f} {readings:>11} {_ms(r['p50_ms']):>8} "
-            f"{_ms(r['p99_ms']):>8} {r['timeouts']:>8} {srv:>7} {r['loadgen_cpu']:>7.0%}  "
-            f"{_codes(r['codes'])}"
+            f"{_ms(r['p99_ms']):>8} {r['timeouts']:>8} {srv:>7} {per_req:>6} "
+            f"{r['loadgen_cpu']:>7.2f} "
+            f"{other:>6.2f}  {_codes(r['codes'])}"
         )
     print(
-        "(srv/gen cpu: CPU time of the server / load generator over the measurement, "
-        "in cores; 2 cores in all)"
+        f"(srv / gen cpu: cores used by the server / the load generator over the measurement; "
+        f"us/req: server CPU per acknowledged request; other: cores used by everything else "
+        f"on the machine; {os.cpu_count()} cores in all)"
     )
     for name in best:
         r = best[name]
@@ -729,8 +793,11 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         for k in ("mid_wraps", "unmatched", "mismatched", "malformed", "send_errors"):
             if r[k]:
                 notes.append(f"{k} {r[k]}")
-        if r["udp_rcvbuf_errors"]:
-            notes.append(f"UDP receive-buffer drops (system-wide) {r['udp_rcvbuf_errors']}")
+        if r["server_drops"] or r["loadgen_drops"]:
+            notes.append(
+                f"datagrams dropped by the kernel (receive buffer full): server socket "
+                f"{r['server_drops']}, generator sockets {r['loadgen_drops']} (whole run)"
+            )
         if r.get("server_exit") not in (0, None, -signal.SIGTERM):
             notes.append(f"server exit code {r['server_exit']}")
         if r.get("server_log_tail"):
@@ -759,6 +826,14 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
                     else ""
                 )
                 print(f"ratio fogrt single / {ref:<8}: {ratio:6.3f}{tail}")
+    lc = best.get("libcoap")
+    if f1 and lc and f1["server_cpu"] and lc["server_cpu"] and f1["rate"] and lc["rate"]:
+        us_f, us_l = f1["server_cpu"] / f1["rate"] * 1e6, lc["server_cpu"] / lc["rate"] * 1e6
+        print(
+            f"server CPU per request       : fogrt {us_f:.1f} us, libcoap {us_l:.1f} us -> at "
+            f"equal CPU fogrt would reach {us_l / us_f:.3f} of libcoap (less disturbed by other "
+            "jobs than the rates)"
+        )
     f10 = best.get("fogrt10")
     if f10:
         ok = f10["readings_rate"] >= GOAL_BATCHED
@@ -787,7 +862,19 @@ def _machine() -> str:
             check=False,
         ).stdout
         libcoap = text.strip() or "?"
+    rev = "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        repo = Path(__file__).resolve().parent.parent
+        git = ["git", "-C", str(repo)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "fogrt"], capture_output=True, text=True
+        )
+        rev = head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
     return (
+        f"fogrt {rev}\n"
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} "
         f"{platform.release()}, CPython {platform.python_version()}, uvloop "
         f"{uvloop.__version__}, aiocoap {aiocoap.meta.version}, libcoap3 {libcoap}"
@@ -805,6 +892,11 @@ def soak(args: argparse.Namespace, tmp: Path) -> None:
         f"acknowledged {r['rate']:,.0f} requests/s over {r['seconds']:.1f} s, p50 "
         f"{_ms(r['p50_ms'])} ms, p99 {_ms(r['p99_ms'])} ms, timeouts {r['timeouts']}, "
         f"codes {_codes(r['codes'])}" + ("; RAN OUT of datagrams" if r["ran_out"] else "")
+    )
+    srv = r["server_cpu"] or 0.0
+    print(
+        f"server {srv:.2f} cores ({srv / max(r['rate'], 1) * 1e6:.1f} us/request), generator "
+        f"{r['loadgen_cpu']:.2f}, everything else {r['machine_busy'] - srv - r['loadgen_cpu']:.2f}"
     )
     print("server RSS over time (from the start of the load generator):")
     step = max(1, len(r["rss_kib"]) // 30)
@@ -829,7 +921,11 @@ def main() -> None:
         "--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)"
     )
     p.add_argument(
-        "--window", type=int, default=512, help="CON requests kept in flight (default 512)"
+        "--window",
+        type=int,
+        default=256,
+        help="CON requests kept in flight (default 256; beyond ~190 a server that falls behind "
+        "overflows its default 208 KiB UDP receive buffer: drops, counted as timeouts)",
     )
     p.add_argument("--devices", type=int, default=5000, help="virtual devices (default 5000)")
     p.add_argument(
@@ -852,15 +948,22 @@ def main() -> None:
     p.add_argument(
         "--max-rate",
         type=float,
-        default=300_000,
-        help="requests/s the pre-encoded datagrams are sized for (default 300000); a faster "
-        "target ends its measurement early, which is reported",
+        help="requests/s the pre-encoded datagrams are sized for (default 200000, or 60000 "
+        "with --soak): a faster target ends its measurement early, which is reported",
     )
     p.add_argument(
         "--soak",
         type=float,
         metavar="SECONDS",
         help="instead of the table: single-reading load on fogrt for SECONDS, RSS over time",
+    )
+    p.add_argument(
+        "--idle-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="before each target, wait up to SECONDS for other jobs on the machine to go "
+        "quiet (< 0.3 cores busy); 0: do not wait (default 30)",
     )
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
     p.add_argument("--serve", choices=("echo", "aiocoap"), help=argparse.SUPPRESS)
@@ -877,6 +980,8 @@ def main() -> None:
         serve_aiocoap(args.port)
         return
 
+    if args.max_rate is None:
+        args.max_rate = 60_000 if args.soak else 200_000
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(targets) - set(ALL_TARGETS)
     if unknown:

@@ -277,29 +277,38 @@ class FogNode:
 
     async def _consume_chunk(self) -> None:
         assert self.ingest_log is not None and self.engine is not None
+        assert self.service is not None
         chunk = self.ingest_log.read(self.consumed, max_records=CONSUME_BATCH)
+        decoded = self.service.decoded
         run_source: str | None = None
         run: list[Event] = []
-        for _, blob in chunk:
-            rec = record.decode(blob)
-            decoder = self._decoders.get(rec.source)
-            if decoder is None:
-                continue  # registrations, or a source no longer in the topology
-            self._applied.mark(rec.device, rec.boot, rec.seq)
-            try:
-                events = decoder.decode(rec.body).events(rec.arrival)
-            except WireError as exc:  # the schema changed since it was accepted
-                log.warning(
-                    "record_undecodable",
-                    source=rec.source,
-                    device=rec.device,
-                    diagnostic=exc.diagnostic,
-                )
-                continue
-            if rec.source != run_source and run_source is not None and run:
+        for offset, blob in chunk:
+            cached = decoded.pop(offset, None)
+            if cached is not None:  # appended by this process: decoded once, at ingest
+                source, uplink, arrival = cached
+                self._applied.mark(uplink.device, uplink.boot, uplink.seq)
+                events = uplink.events(arrival)
+            else:
+                rec = record.decode(blob)
+                source = rec.source
+                decoder = self._decoders.get(source)
+                if decoder is None:
+                    continue  # registrations, or a source no longer in the topology
+                self._applied.mark(rec.device, rec.boot, rec.seq)
+                try:
+                    events = decoder.decode(rec.body).events(rec.arrival)
+                except WireError as exc:  # the schema changed since it was accepted
+                    log.warning(
+                        "record_undecodable",
+                        source=rec.source,
+                        device=rec.device,
+                        diagnostic=exc.diagnostic,
+                    )
+                    continue
+            if source != run_source and run_source is not None and run:
                 await self.engine.submit(run_source, run)
                 run = []
-            run_source = rec.source
+            run_source = source
             run.extend(events)
         if run_source is not None and run:
             await self.engine.submit(run_source, run)

@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,11 +67,13 @@ class Harness:
             self.topo, self.state, self.out, "--checkpoint-every", "0.3", *self.extra, env=self.env
         )
 
-    async def stream_with_kills(self, kills: int, seed: int, on_kill: object = None) -> Fleet:
+    async def stream_with_kills(
+        self, kills: int, seed: int, on_kill: object = None, before_stop: object = None
+    ) -> Fleet:
         rng = random.Random(seed)
         total = DEVICES * UPLINKS
         moments = sorted(rng.sample(range(total // 20, total - total // 20), kills))
-        fleet = Fleet(DEVICES, UPLINKS, PER, lambda: self.node.port)
+        fleet = self.fleet = Fleet(DEVICES, UPLINKS, PER, lambda: self.node.port)
         devices = asyncio.create_task(fleet.run())
         for moment in moments:
             while fleet.acked < moment and not devices.done():
@@ -80,6 +83,8 @@ class Harness:
                 on_kill()
             self.node = await asyncio.to_thread(self.start)
         await asyncio.wait_for(devices, 240)
+        if isinstance(before_stop, asyncio.Future):
+            await before_stop  # e.g. Redis back before the final checkpoint is taken
         assert self.node.terminate() == 0, self.node.stderr[-2000:]
         return fleet
 
@@ -136,6 +141,16 @@ def check_models_match(ckpt_operators: dict[str, dict[str, bytes]]) -> None:
             assert ours.process(probe) == theirs.process(probe), device  # type: ignore[attr-defined]
 
 
+@pytest.fixture(autouse=True)
+def fresh_entry_points() -> Iterator[None]:
+    """The tally plugin is put on sys.path by each test: re-read the entry points."""
+    from fogrt.registry import _entry_points
+
+    _entry_points.cache_clear()
+    yield
+    _entry_points.cache_clear()
+
+
 def final_checkpoint(harness: Harness, url: str | None = None) -> dict[str, dict[str, bytes]]:
     async def read() -> dict[str, dict[str, bytes]]:
         backend = FileBackend(harness.state) if url is None else RedisBackend(url, "recovery")
@@ -143,6 +158,9 @@ def final_checkpoint(harness: Harness, url: str | None = None) -> dict[str, dict
             newest = (await backend.checkpoints())[0]
         finally:
             await backend.close()
+        from fogrt.registry import _entry_points
+
+        _entry_points.cache_clear()  # the plugin directory is on sys.path by now
         topo = compile_topology(TOPOLOGY, "t.yaml")
         return unpack(
             newest.blob, topo, load_key(harness.state, create=False), what="final"
@@ -180,18 +198,19 @@ def test_redis_killed_and_restarted_mid_stream(
         seed = int(os.environ.get("FOGRT_TEST_SEED", random.randrange(1 << 30)))
         print(f"kill moments seed: {seed}")
 
-        async def run() -> Fleet:
-            task = asyncio.create_task(harness.stream_with_kills(2, seed))
-            # Redis goes away while the node is up and serving, then comes back.
+        async def outage() -> None:
+            # Redis goes away while the stream is flowing, and comes back a while later.
             total = DEVICES * UPLINKS
-            fleet_started = asyncio.get_running_loop().time()
-            while not task.done() and asyncio.get_running_loop().time() - fleet_started < 0.3:
-                await asyncio.sleep(0.01)
+            while not hasattr(harness, "fleet") or harness.fleet.acked < total // 4:
+                await asyncio.sleep(0.005)
             await asyncio.to_thread(redis.kill)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # several checkpoint periods without Redis
             await asyncio.to_thread(redis.start)
-            fleet = await task
-            assert fleet.acked == total
+
+        async def run() -> Fleet:
+            redis_outage = asyncio.ensure_future(outage())
+            fleet = await harness.stream_with_kills(2, seed, before_stop=redis_outage)
+            assert fleet.acked == DEVICES * UPLINKS
             return fleet
 
         asyncio.run(run())

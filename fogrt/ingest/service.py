@@ -36,6 +36,7 @@ from fogrt.ingest.wire import (
     WireError,
     check_content_format,
 )
+from fogrt.ingest.wire import Uplink as DecodedUplink
 from fogrt.log import IngestLog, LogFullError
 from fogrt.topology.compile import CompiledTopology
 
@@ -85,7 +86,12 @@ class IngestService:
         self.rejected: Counter[str] = Counter()
         self.on_ack: Callable[[float], None] | None = None
         """Called with the seconds from request to durable 2.04 (metrics); must be cheap."""
-        self._ok = Reply("2.04", b"", CONTENT_FORMAT)
+        # An empty 2.04 carries no Content-Format: the endpoint answers it on its inline path.
+        self._ok = Reply("2.04")
+        self.decoded: dict[int, tuple[str, DecodedUplink, float]] = {}
+        """Uplinks this process appended and the engine has not consumed yet, by log
+        offset: the consumer takes them from here instead of decoding the bytes again
+        (bounded by ``max_lag``, since beyond it new uplinks are refused)."""
 
     def paths(self) -> list[str]:
         """The CoAP paths readings are accepted on."""
@@ -126,6 +132,7 @@ class IngestService:
             except LogFullError:
                 return self._busy("disk_full", b"fog node storage full, retry later")
             self.dedup.mark(device, uplink.boot, uplink.seq)
+            self.decoded[offset] = (source_id, uplink, now)
             self.accepted += 1
             self.readings += len(uplink.readings)
             self.registry.seen(
