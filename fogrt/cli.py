@@ -274,6 +274,25 @@ def _parser() -> argparse.ArgumentParser:
         "which keeps it out of ps)",
     )
     n.add_argument(
+        "--simulate",
+        type=int,
+        metavar="N",
+        help="also run N simulated ESP32 nodes (the real edge agent, synthetic data) "
+        "against this node: a live demo (see fogrt simulate)",
+    )
+    n.add_argument(
+        "--simulate-speed",
+        default="1x",
+        metavar="Nx",
+        help="pace of the simulated nodes: 1x real time (default), 60x, max",
+    )
+    n.add_argument(
+        "--simulate-policy",
+        default="fog",
+        metavar="NAME[:k=v,...]",
+        help="control for the simulated nodes (default fog: the topology's own)",
+    )
+    n.add_argument(
         "--for",
         dest="duration",
         type=float,
@@ -292,8 +311,10 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("name", nargs="?", help="show one operator or sink in full")
 
     from fogrt.edge import add_parser as add_edge
+    from fogrt.sim.cli import add_parser as add_simulate
 
     add_edge(sub)
+    add_simulate(sub)
     return p
 
 
@@ -308,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": _replay,
         "run": _run,
         "operators": _operators,
-        "edge": _edge,
+        "edge": _delegate,
+        "simulate": _delegate,  # both store their handler in args.handler
     }
     handler = commands[args.command]
     try:
@@ -542,6 +564,15 @@ def _run(args: argparse.Namespace) -> int:
         fsync=not args.no_fsync,
         max_disk_bytes=args.max_disk * 1024 * 1024 if args.max_disk else None,
     )
+    speed: float | None = None
+    if args.simulate is not None:  # checked before anything starts: a mistake exits 2
+        from fogrt.sim.cli import parse_speed
+        from fogrt.sim.fleet import check_alongside
+
+        if not 1 <= args.simulate <= 10_000:
+            raise InputError(f"--simulate {args.simulate}: expected 1..10000 devices")
+        check_alongside(topology, args.simulate_policy)
+        speed = parse_speed(args.simulate_speed)
     node = FogNode(topology, config)
     dash = None
     if args.http:
@@ -557,16 +588,30 @@ def _run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await node.start()
+        fleet = None
         try:
             if dash is not None:
                 await dash.start()
             _banner(node, dash)
+            if args.simulate is not None:
+                from fogrt.sim.fleet import simulate_alongside
+
+                fleet = asyncio.create_task(
+                    simulate_alongside(
+                        node, args.simulate, speed=speed, policy=args.simulate_policy
+                    )
+                )
+                fleet.add_done_callback(lambda _: stop.set())  # it only ends by failing
             if args.duration is None:
                 await stop.wait()
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), args.duration)
         finally:
+            if fleet is not None:
+                fleet.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fleet  # re-raises a failure of the fleet (logged as it happened)
             await node.stop()
             if dash is not None:
                 await dash.stop()
@@ -595,7 +640,8 @@ def _banner(node: Any, dash: Any = None) -> None:
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def _edge(args: argparse.Namespace) -> int:
+def _delegate(args: argparse.Namespace) -> int:
+    """Commands defined in their own modules store their handler in ``args.handler``."""
     code: int = args.handler(args)
     return code
 

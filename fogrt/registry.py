@@ -94,6 +94,10 @@ SINKS = Registry(
 )
 
 
+POLICIES = Registry("policy", "fogrt.policies")
+"""Duty-cycle control policies (per-device objects deciding each device's Control)."""
+
+
 def operator_class(name: str) -> type[Operator]:
     """The operator class registered under ``name``."""
     cls = OPERATORS.get(name)

@@ -73,12 +73,16 @@ def test_quantile_is_taken_before_the_update() -> None:
     events, _ = spiky_stream(seed=5)
     out = run(make(fields=["x", "y", "z"], threshold={"quantile": 0.95}, warmup=20), events)
     quantile = stats.Quantile(0.95)
+    learned = 0
     for i, e in enumerate(out):
         score = e.fields["score"]
-        limit = quantile.get()
-        expected = i >= 20 and limit is not None and score > limit
+        # No limit before 1 / (1 - q) = 20 scores: a 0.95-quantile of fewer is their maximum.
+        expected = i >= 20 and learned >= 20 and score > quantile.get()
         assert e.fields["is_anomaly"] is expected
-        quantile.update(score)
+        if i >= 250:  # HalfSpaceTrees scores 0 until its first window (250) is full
+            quantile.update(score)
+            learned += 1
+    assert any(e.fields["is_anomaly"] for e in out)
 
 
 def test_fixed_threshold() -> None:
@@ -282,3 +286,156 @@ def test_importing_the_module_does_not_import_river() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+# -- thresholds that follow drift ------------------------------------------------------------
+
+
+def _drifting_scores(n: int = 6000) -> list[float]:
+    """Scores of a detector on non-stationary data: noise around a level that keeps rising."""
+    rng = np.random.default_rng(11)
+    return list(0.3 + 0.5 * np.arange(n) / n + rng.normal(0, 0.02, n))
+
+
+def _alert_rate(spec: dict[str, float], scores: list[float]) -> float:
+    from operators.learn import thresholds
+
+    thresholds.check(spec)
+    threshold = thresholds.build(spec)
+    alerts = 0
+    for score in scores:
+        limit = threshold.limit()
+        alerts += limit is not None and score > limit
+        threshold.update(score)
+    return alerts / len(scores)
+
+
+def test_adaptive_thresholds_follow_rising_scores() -> None:
+    """At q = 0.98 about 2 % should alert; the quantile of the whole past lags far behind."""
+    scores = _drifting_scores()
+    whole_past = _alert_rate({"quantile": 0.98}, scores)
+    window = _alert_rate({"quantile": 0.98, "window": 200}, scores)
+    sigma = _alert_rate({"sigma": 3.0, "halflife": 200}, scores)
+    assert whole_past > 0.2
+    assert window < 0.06
+    assert sigma < 0.01
+    stationary = list(np.random.default_rng(5).normal(0.5, 0.02, 6000))
+    assert 0.01 < _alert_rate({"quantile": 0.98}, stationary) < 0.03
+    assert 0.01 < _alert_rate({"quantile": 0.98, "window": 200}, stationary) < 0.04
+
+
+def test_thresholds_wait_for_enough_scores() -> None:
+    from operators.learn import thresholds
+
+    q = thresholds.build({"quantile": 0.99})
+    s = thresholds.build({"sigma": 3.0})
+    for i in range(99):
+        assert q.limit() is None
+        q.update(float(i))
+        if i < 29:
+            assert s.limit() is None
+        s.update(float(i % 7))
+    q.update(1.0)
+    assert q.limit() is not None and s.limit() is not None
+
+
+@pytest.mark.parametrize(
+    ("threshold", "path", "message"),
+    [
+        ({"sigma": 0}, ("threshold", "sigma"), "positive"),
+        ({"sigma": 3, "window": 10}, ("threshold", "window"), "goes with quantile"),
+        ({"quantile": 0.9, "window": 1.5}, ("threshold", "window"), "integer"),
+        ({"quantile": 0.9, "halflife": 10}, ("threshold", "halflife"), "goes with sigma"),
+        ({"sigma": 3, "halflife": -1}, ("threshold", "halflife"), "positive"),
+        ({"window": 10}, ("threshold",), "exactly one"),
+    ],
+)
+def test_bad_adaptive_thresholds(threshold: Any, path: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(ParamError) as info:
+        build(Anomaly, {"threshold": threshold})
+    assert info.value.path == path
+    assert message in info.value.message
+
+
+# -- what the model learns from --------------------------------------------------------------
+
+
+def _shift_stream(n: int = 600, at: int = 300) -> list[Event]:
+    """A reading around 10 that moves to 14 at ``at`` and stays there (a lasting fault)."""
+    rng = np.random.default_rng(2)
+    values = rng.normal(10.0, 1.0, n) + np.where(np.arange(n) >= at, 4.0, 0.0)
+    return [Event("pump", i, float(i), {"v": float(v)}) for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize(("learn", "flagged_at_end"), [("always", False), ("normal", True)])
+def test_learn_normal_does_not_absorb_a_lasting_fault(learn: str, flagged_at_end: bool) -> None:
+    op = make(model="ControlChart", threshold={"fixed": 5.0}, learn=learn, warmup=100)
+    out = run(op, _shift_stream(2000, at=300))
+    assert any(e.fields["is_anomaly"] for e in out[300:400])
+    assert all(e.fields["is_anomaly"] for e in out[-100:]) is flagged_at_end
+
+
+def test_learn_warmup_freezes_the_model() -> None:
+    op = make(model="ControlChart", threshold={"quantile": 0.99}, learn="warmup", warmup=200)
+    out = run(op, _shift_stream())
+    assert op.metrics()["learned"] == 200
+    assert not any(e.fields["is_anomaly"] for e in out[:200])
+    assert all(e.fields["is_anomaly"] for e in out[320:])
+    assert op.metrics()["threshold"] == op._track.threshold.limit()
+
+
+def test_shared_model_normalises_each_device() -> None:
+    """One detector for two pumps of very different scale, each with its own scaler."""
+    rng = np.random.default_rng(4)
+    events = []
+    for i in range(1500):
+        for key, scale in (("small", 1.0), ("big", 1000.0)):
+            v = rng.normal(5.0, 1.0) * scale
+            if i in (1200, 1300):
+                v += 8.0 * scale
+            events.append(Event(key, i, float(i), {"v": float(v)}))
+    model = [{"StandardScaler": {}}, {"ControlChart": {"alpha": 1.0}}]
+    op = make(model=model, threshold={"fixed": 5.0}, warmup=50, shared=True)
+    out = run(op, events)
+    flagged = {(e.key, e.seq) for e in out if e.fields["is_anomaly"]}
+    assert {("small", 1200), ("small", 1300), ("big", 1200), ("big", 1300)} <= flagged
+    assert len(flagged) <= 8
+    assert op.metrics()["devices"] == 2
+    assert "threshold" not in op.metrics()
+    assert set(op._tracks) == {"small", "big"}
+    twin = op.clone()
+    twin.restore(op.snapshot())
+    more = [Event(k, 2000, 2000.0, {"v": 5.0}) for k in ("small", "big")]
+    assert [e.fields for e in run(op, more)] == [e.fields for e in run(twin, more)]
+
+
+def test_shared_model_without_scalers() -> None:
+    op = make(model="HalfSpaceTrees", fields=["x"], shared=True, warmup=0)
+    out = run(op, [Event(k, i, float(i), {"x": 0.5}) for i in range(5) for k in "ab"])
+    assert len(out) == 10 and op._pre is None
+
+
+def test_learn_is_validated() -> None:
+    with pytest.raises(ParamError) as info:
+        validate_params(Anomaly, {"learn": "sometimes"})
+    assert info.value.path == ("learn",)
+
+
+def test_gaussian_scorer_on_one_field() -> None:
+    events, spikes = spiky_stream()
+    op = make(
+        model=[{"GaussianScorer": {"grace_period": 50}}],
+        fields=["x"],
+        threshold={"fixed": 0.9999},
+        warmup=0,
+    )
+    out = run(op, events)
+    flagged = {e.seq for e in out if e.fields["is_anomaly"]}
+    assert len(flagged & spikes) >= 8 and len(flagged - spikes) <= 10
+    assert all(e.fields["score"] == 0.0 for e in out[:50])  # its grace period
+    with pytest.raises(ParamError) as info:
+        make(model="GaussianScorer", fields=["x", "y"])
+    assert info.value.path == ("fields",)
+    with pytest.raises(ParamError) as info:
+        make(model="StandardScaler | GaussianScorer", fields=["x"])
+    assert info.value.path == ("model", 0)
