@@ -513,7 +513,7 @@ def _engine(m: NodeMetrics) -> Iterator[Metric]:
     instances = {(r["id"],): r["instances"] for r in ops}
     yield _labelled("gauge", "fogrt_operator_instances", "Keyed instances", ["node"], instances)
     metrics = {(r["id"], k): v for r in ops for k, v in r["metrics"].items()}
-    doc = "Operator.metrics() summed over a node's instances"
+    doc = "Operator.metrics() of a node: counts summed, levels averaged by events"
     yield _labelled("gauge", "fogrt_operator_metric", doc, ["node", "metric"], metrics)
     sinks = {(sink,): hist for sink, hist in m.sink_latency.items()}
     yield _histogram("fogrt_sink_latency", "Arrival to sink, oldest event of a batch", sinks)

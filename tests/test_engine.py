@@ -217,3 +217,28 @@ async def test_sink_failure_stops_the_engine_with_the_error(tmp_path: Path) -> N
     with capture_logs() as logs, pytest.raises(ValueError, match="closed file"):
         await engine.stop()
     assert logs[0]["event"] == "sink_failed" and logs[0]["sink"] == "out"
+
+
+class Level(Operator):
+    """Reports a count and a level, to check how instances are aggregated."""
+
+    kind = "test.level"
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def process(self, event: Event) -> Iterable[Event]:
+        self.n += 1
+        return ()
+
+    def metrics(self) -> dict[str, float]:
+        return {"events": self.n, "mae": 0.1 if self.n < 3 else 0.4}
+
+
+def test_metrics_sum_counts_and_average_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(OPERATORS._builtins, "test.level", f"{__name__}:Level")
+    flow = Dataflow(topo("- {id: last, use: test.level, from: s}"))
+    flow.push("s", [ev("a", 0, 0, 1), ev("b", 0, 0, 1), ev("b", 1, 1, 1), ev("b", 2, 2, 1)])
+    m = flow.metrics("last")
+    assert m["events"] == 4
+    assert m["mae"] == pytest.approx((1 * 0.1 + 3 * 0.4) / 4)

@@ -226,12 +226,32 @@ class Dataflow:
         return self._nodes[node_id].instances
 
     def metrics(self, node_id: str) -> dict[str, float]:
-        """An operator node's own metrics (``Operator.metrics``) summed over its instances."""
-        total: dict[str, float] = {}
+        """An operator node's own metrics (``Operator.metrics``) over all its instances.
+
+        Counters (events, anomalies, drops...) are summed; levels (accuracy, F1, ROC AUC,
+        MAE, RMSE, thresholds) are averaged, weighted by each instance's ``events`` when it
+        reports them: ten devices at MAE 0.1 make MAE 0.1, not 1.0.
+        """
+        sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
         for op in self._nodes[node_id].instances.values():
-            for name, value in op.metrics().items():
-                total[name] = total.get(name, 0.0) + value
-        return total
+            values = op.metrics()
+            weight = float(values.get("events", 1.0)) or 1.0
+            for name, value in values.items():
+                if name in LEVEL_METRICS:
+                    sums[name] = sums.get(name, 0.0) + weight * value
+                    weights[name] = weights.get(name, 0.0) + weight
+                else:
+                    sums[name] = sums.get(name, 0.0) + value
+        for name, weight in weights.items():
+            sums[name] /= weight
+        return sums
+
+
+LEVEL_METRICS = frozenset(
+    {"accuracy", "macro_f1", "f1", "roc_auc", "mae", "rmse", "threshold", "precision", "recall"}
+)
+"""Operator metrics that are levels, not counts: averaged over instances, not summed."""
 
 
 def _key_function(key: str) -> Callable[[Event], Key] | None:
