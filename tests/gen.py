@@ -1,4 +1,4 @@
-"""Generated sensor data for tests (tests never read ../shared: users do not have it)."""
+"""Generated sensor data for tests: tests make their own data (users do not have the datasets)."""
 
 from __future__ import annotations
 
