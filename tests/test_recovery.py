@@ -199,12 +199,23 @@ def test_redis_killed_and_restarted_mid_stream(
         print(f"kill moments seed: {seed}")
 
         async def outage() -> None:
-            # Redis goes away while the stream is flowing, and comes back a while later.
+            # Redis goes away while the stream is flowing and the node keeps acknowledging
+            # (a node starting up would not notice a short outage): it comes back once the
+            # devices got 200 more acknowledgements without it, at least a second later.
             total = DEVICES * UPLINKS
             while not hasattr(harness, "fleet") or harness.fleet.acked < total // 4:
                 await asyncio.sleep(0.005)
             await asyncio.to_thread(redis.kill)
-            await asyncio.sleep(1.0)  # several checkpoint periods without Redis
+            down_at = harness.fleet.acked
+            await asyncio.sleep(1.0)
+            # ...but at most 5 s: a node restarted meanwhile waits for Redis to start.
+            give_up = asyncio.get_running_loop().time() + 4.0
+            while (
+                harness.fleet.acked < min(down_at + 200, total)
+                and asyncio.get_running_loop().time() < give_up
+            ):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)  # checkpoint attempts after the last of those records
             await asyncio.to_thread(redis.start)
 
         async def run() -> Fleet:
