@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
               fogrt graph topologies/wsn-events.yaml --format mermaid
               fogrt replay topologies/wsn-events.yaml \\
                   --input topologies/data/lwsndr_single_hop.csv.gz
+              fogrt run topologies/wsn-events.yaml --http 127.0.0.1:8080 --simulate 20
+              fogrt simulate topologies/room-climate.yaml --devices 10 --duration 1d
+              fogrt edge flash --port /dev/ttyUSB0 --device-id room-1 --fog 192.168.1.10
               fogrt operators learn.anomaly
 
             exit codes: 0 done, 1 failed while running, 2 invalid topology/input/usage,
