@@ -377,22 +377,12 @@ def _graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parse_columns(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, column = item.partition("=")
-        if not sep or not name or not column:
-            raise InputError(f"--column {item!r}: expected FIELD=COLUMN")
-        out[name] = column
-    return out
-
-
 def _replay(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fogrt import aio
     from fogrt.engine.runner import Engine
-    from fogrt.replay import CsvInput, replay
+    from fogrt.replay import CsvInput, parse_columns, replay
     from fogrt.topology.compile import load_topology
 
     topology = load_topology(args.file)
@@ -408,7 +398,7 @@ def _replay(args: argparse.Namespace) -> int:
         topology.node(source_id).schema,
         time_column=args.time_column,
         key_column=args.key_column,
-        columns=_parse_columns(args.column),
+        columns=parse_columns(args.column),
         delimiter=args.delimiter,
         time_scale=args.time_scale,
         bad_values=args.bad_values,

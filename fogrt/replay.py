@@ -27,6 +27,17 @@ from fogrt.types import FieldType, Schema, Value
 BadValues = Literal["error", "skip", "null"]
 
 
+def parse_columns(items: list[str]) -> dict[str, str]:
+    """``--column FIELD=COLUMN`` options as a mapping; InputError for a malformed one."""
+    out = {}
+    for item in items:
+        name, sep, column = item.partition("=")
+        if not sep or not name or not column:
+            raise InputError(f"--column {item!r}: expected FIELD=COLUMN")
+        out[name] = column
+    return out
+
+
 def normalise(name: str) -> str:
     """Column name -> field-name form: ``Volume Flow RateRMS`` -> ``volume_flow_raterms``."""
     return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")

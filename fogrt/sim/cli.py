@@ -188,16 +188,6 @@ def handle(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _columns(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, column = item.partition("=")
-        if not sep or not name or not column:
-            raise InputError(f"--column {item!r}: expected FIELD=COLUMN")
-        out[name] = column
-    return out
-
-
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
@@ -210,6 +200,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fogrt import aio
+    from fogrt.replay import parse_columns
     from fogrt.sim.energy import Board
     from fogrt.sim.fleet import Options, simulate
     from fogrt.sim.policies import DEFAULT_POLICIES, parse_policy
@@ -253,7 +244,7 @@ def _simulate(args: argparse.Namespace) -> int:
             time_column=args.time_column,
             key_column=args.key_column,
             label_column=args.label_column,
-            columns=_columns(args.column),
+            columns=parse_columns(args.column),
             time_scale=args.time_scale,
             delimiter=args.delimiter,
             bad_values=args.bad_values,
