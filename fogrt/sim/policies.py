@@ -212,29 +212,14 @@ class Driver(Protocol):
 
 
 class _Static:
-    def __init__(self, control: Control, description: str) -> None:
+    """The same control for every device (None: leave each device's control to the fog)."""
+
+    def __init__(self, control: Control | None, description: str) -> None:
         self.control = control
         self.description = description
 
     def initial(self, device: str) -> Control | None:
         return self.control
-
-    def observe(
-        self,
-        device: str,
-        readings: list[tuple[float, Value]],
-        applied: Control,
-        battery: float | None,
-        arrival: float,
-    ) -> Control | None:
-        return None
-
-
-class _Fog:
-    description = "the fog node's own control (the topology's control: section)"
-
-    def initial(self, device: str) -> Control | None:
-        return None
 
     def observe(
         self,
@@ -314,7 +299,7 @@ def make_driver(spec: PolicySpec, *, watched: str, remote: bool) -> Driver:
     if spec.name == "fog":
         if spec.params:
             raise InputError("--policy fog takes no parameters (the fog node decides)")
-        return _Fog()
+        return _Static(None, "the fog node's own control (the topology's control: section)")
     if remote:
         raise InputError(
             f"--policy {spec.label}: with --fog the remote node decides the control; "
