@@ -293,7 +293,8 @@ def _parser() -> argparse.ArgumentParser:
         "--simulate-policy",
         default="fog",
         metavar="NAME[:k=v,...]",
-        help="control for the simulated nodes (default fog: the topology's own)",
+        help="control for the simulated nodes (default fog: this node's control loop, "
+        "the topology's control: section)",
     )
     n.add_argument(
         "--for",

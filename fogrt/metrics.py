@@ -327,9 +327,19 @@ class NodeMetrics:
         up = getattr(stats, "backend_up", None)
         return kind, None if up is None else bool(up)
 
-    def policy(self) -> str:
+    def policy(self, device: str | None = None) -> str:
+        """The policy that decides ``device``'s control (without a device: the topology's
+        default policy, or "groups" when only groups have one; "none")."""
+        loop = getattr(self.node, "control_loop", None)
+        if device is not None and loop is not None:
+            name: str = loop.policy_name(device)
+            return name
         control = self.node.topology.spec.control
-        return control.policy.use if control is not None and control.policy is not None else "none"
+        if control is None:
+            return "none"
+        if control.policy is not None:
+            return str(control.policy.use)
+        return "groups" if control.groups else "none"
 
     def devices(self) -> dict[str, DeviceInfo]:
         service = self.node.service
@@ -347,6 +357,8 @@ class NodeMetrics:
 
         now = self.clock() if now is None else now
         devices, controls = self.devices(), self.node.controls
+        if getattr(controls, "initial", None) is not None:  # per-device initial controls
+            return sum(self.is_online(d, info, now) for d, info in devices.items())
         cutoff = now - self.online_factor * controls.default.interval
         seen = np.fromiter(map(attrgetter("last_seen"), devices.values()), float, len(devices))
         count = int(np.count_nonzero((seen >= cutoff) & (seen > 0)))
@@ -378,7 +390,7 @@ class NodeMetrics:
             battery_mv=info.battery_mv,
             battery_pct=info.battery_pct,
             interval_s=control.interval,
-            policy=self.policy(),
+            policy=self.policy(device),
             tx=control.tx,
             control_version=version,
             applied_version=applied,
@@ -529,6 +541,15 @@ def _state(m: NodeMetrics) -> Iterator[Metric]:
         yield GaugeMetricFamily(name, doc + " (NaN: none yet)", value=_nan(value))
     yield CounterMetricFamily("fogrt_checkpoints", "Checkpoints written", value=ckpt.count)
     yield CounterMetricFamily("fogrt_checkpoint_failures", "Failed", value=ckpt.failures)
+    loop = getattr(m.node, "control_loop", None)
+    if loop is not None:
+        for key, name, doc in (
+            ("decisions", "fogrt_control_decisions", "Readings the control policies decided on"),
+            ("imputed", "fogrt_control_imputed", "Samples imputed for readings not sent"),
+            ("alerts", "fogrt_control_alerts", "Anomalies passed to the control policies"),
+            ("errors", "fogrt_control_policy_errors", "Readings a control policy failed on"),
+        ):
+            yield CounterMetricFamily(name, doc, value=loop.counters()[key])
     kind, up = m.state_backend()
     doc = "1 if state is kept in Redis"
     yield GaugeMetricFamily("fogrt_redis_configured", doc, value=kind == "redis")

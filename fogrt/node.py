@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from fogrt.control import ControlStore
+from fogrt.control.loop import ControlLoop
 from fogrt.engine.runner import Engine
 from fogrt.errors import StateError
 from fogrt.event import Event
@@ -38,7 +39,7 @@ from fogrt.ingest.endpoint import CoapEndpoint
 from fogrt.ingest.registry import DeviceRegistry
 from fogrt.ingest.resources import build_site
 from fogrt.ingest.service import REGISTRATION_SOURCE, IngestService
-from fogrt.ingest.wire import Control, Limits, Registration, WireError
+from fogrt.ingest.wire import Limits, Registration, WireError
 from fogrt.log import IngestLog
 from fogrt.state import StateBackend
 from fogrt.state.checkpoint import Checkpoint, pack, unpack
@@ -96,7 +97,11 @@ class FogNode:
     def __init__(self, topology: CompiledTopology, config: NodeConfig | None = None) -> None:
         self.topology = topology
         self.config = config or NodeConfig()
-        self.controls = ControlStore(_default_control(topology))
+        self.controls = ControlStore()
+        self.control_loop: ControlLoop | None = None
+        if topology.control is not None:
+            schemas = {n.id: dict(n.schema) for n in topology.by_role("source")}
+            self.control_loop = ControlLoop(topology.control, self.controls, schemas)
         self.consumed = 0
         self.ingest_log: IngestLog | None = None
         self.engine: Engine | None = None
@@ -151,6 +156,9 @@ class FogNode:
         )
         self.backend = _backend(cfg, self.topology.name)
         self._key = load_key(cfg.state_dir)
+        if self.control_loop is not None:
+            for nid in self.control_loop.control.alerts:
+                self.engine.flow.watch(nid, self.control_loop.alert_one)
         restored = await self._restore()
         recovered = self._recover()
         await self.engine.start()
@@ -205,6 +213,8 @@ class FogNode:
         self._applied.load(ckpt.dedup)
         self.service.registry.load(ckpt.devices)
         self.controls.load(ckpt.controls)
+        if self.control_loop is not None:
+            self.control_loop.load(ckpt.policies)
         self.consumed = ckpt.offset
         self._kept = sorted(c.offset for c in stored)[-self.config.keep_checkpoints :]
         self.checkpoints.last_offset = ckpt.offset
@@ -280,24 +290,23 @@ class FogNode:
         assert self.service is not None
         chunk = self.ingest_log.read(self.consumed, max_records=CONSUME_BATCH)
         decoded = self.service.decoded
+        loop = self.control_loop
         run_source: str | None = None
         run: list[Event] = []
         for offset, blob in chunk:
             cached = decoded.pop(offset, None)
             if cached is not None:  # appended by this process: decoded once, at ingest
                 source, uplink, arrival = cached
-                self._applied.mark(uplink.device, uplink.boot, uplink.seq)
-                events = uplink.events(arrival)
             else:
                 rec = record.decode(blob)
-                source = rec.source
+                source, arrival = rec.source, rec.arrival
                 decoder = self._decoders.get(source)
                 if decoder is None:
                     continue  # registrations, or a source no longer in the topology
-                self._applied.mark(rec.device, rec.boot, rec.seq)
                 try:
-                    events = decoder.decode(rec.body).events(rec.arrival)
+                    uplink = decoder.decode(rec.body)
                 except WireError as exc:  # the schema changed since it was accepted
+                    self._applied.mark(rec.device, rec.boot, rec.seq)
                     log.warning(
                         "record_undecodable",
                         source=rec.source,
@@ -305,6 +314,10 @@ class FogNode:
                         diagnostic=exc.diagnostic,
                     )
                     continue
+            self._applied.mark(uplink.device, uplink.boot, uplink.seq)
+            events = uplink.events(arrival)
+            if loop is not None:
+                events = loop.observe(source, uplink, events)
             if source != run_source and run_source is not None and run:
                 await self.engine.submit(run_source, run)
                 run = []
@@ -341,6 +354,7 @@ class FogNode:
                 self._applied.state(),
                 self.service.registry.state(),
                 self.controls.state(),
+                policies=self.control_loop.state() if self.control_loop is not None else {},
             )
         blob = await asyncio.to_thread(pack, ckpt, self.topology, self._key)
         await self.backend.write(offset, blob)
@@ -448,20 +462,6 @@ def _backend(cfg: NodeConfig, name: str) -> StateBackend:
     from fogrt.state.redis import RedisBackend
 
     return RedisBackend(cfg.state_url, name, keep=cfg.keep_checkpoints)
-
-
-def _default_control(topology: CompiledTopology) -> Control:
-    control = topology.spec.control
-    if control is None or control.policy is None:
-        return Control()
-    params = control.policy.with_
-    interval = params.get("interval")
-    if control.policy.use == "policy.fixed" and interval is not None:
-        from fogrt.types import parse_duration
-
-        seconds = max(1, round(parse_duration(interval)))
-        return Control(interval=seconds, sample_period=float(seconds))
-    return Control()
 
 
 def _show(address: tuple[Any, ...]) -> str:

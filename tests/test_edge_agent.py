@@ -139,6 +139,8 @@ async def test_a_control_set_on_the_fog_is_applied_on_the_next_cycle(tmp_path: P
             agent_config(tmp_path / "flash", node.address[1]), lambda h: [next(values), 40.0]
         )
         await dev.wakes(1)
+        assert node.control_loop is not None  # the topology's policy.fixed decides...
+        node.control_loop.external.add("edge-1")  # ...unless something else sets it
         version = node.controls.set(
             "edge-1", Control(interval=600, sample_period=5.0, tx="delta", epsilon=1.0)
         )
@@ -228,5 +230,26 @@ async def test_a_node_that_requires_registration_gets_one(tmp_path: Path) -> Non
         assert not agent.st.need_reg and agent.st.control["i"] == 30  # the full record
         assert temps(await settle(node, tmp_path, 2)) == [20.0, 21.0]
         assert node.service is not None and "edge-1" in node.service.registry.devices
+    finally:
+        await node.stop()
+
+
+async def test_a_board_whose_clock_is_set_sends_it_and_each_reading_keeps_its_time(
+    tmp_path: Path,
+) -> None:
+    node = await start_node(tmp_path)
+    try:
+        taken: list[int] = []
+
+        def readings(hal: Any) -> list[Any]:
+            taken.append(hal.now_ms())
+            return [20.0 + hal.samples, 40.0]
+
+        dev = Device(agent_config(tmp_path / "flash", node.address[1]), readings)
+        dev.hal.epoch_offset = 1_700_000_000  # as after NTP at cold boot
+        dev.hal.clock = 1_234  # not on a whole second
+        await dev.wakes(3)
+        rows = await settle(node, tmp_path, 3)
+        assert [r["time"] for r in rows] == [1_700_000_000 + t / 1000 for t in taken]
     finally:
         await node.stop()

@@ -40,6 +40,7 @@ def _uplink_case(
     readings: list[tuple[int, list[Any]]],
     version: int = 0,
     battery: int | None = None,
+    clock: int | None = None,
 ) -> dict[str, Any]:
     now = 5_000_000
     body = encode_uplink(
@@ -49,6 +50,7 @@ def _uplink_case(
         [(age / 1000, dict(zip(fields, values, strict=True))) for age, values in readings],
         control_version=version,
         battery_mv=battery,
+        clock=clock,
         positional_fields=fields,
         float32=True,
     )
@@ -58,6 +60,7 @@ def _uplink_case(
         "seq": seq,
         "version": version,
         "battery": battery,
+        "clock": clock,
         "now": now,
         "readings": [[now - age, values] for age, values in readings],
         "hex": body.hex(),
@@ -80,6 +83,9 @@ def wire_inputs() -> dict[str, Any]:
     uplinks = [
         _uplink_case("n1", 3, 42, f3, [(0, [21.5, 48.0, False])], battery=3712),
         _uplink_case("dev-2.a:b", 0, 0, f3, [(0, [None, 40.0, None])], version=7),
+        # a board whose clock is set sends it (whole seconds: beyond 2**31 in 2038)
+        _uplink_case("clk", 2, 9, f3, [(1500, [20.0, 41.0, True])], clock=1_763_900_000),
+        _uplink_case("clk", 2, 10, f3, [(0, [20.0, 41.0, True])], clock=2**32 + 5),
         _uplink_case(
             "n1",
             2097151,

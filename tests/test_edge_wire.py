@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from fogrt.ingest.wire import (
     CONTROL_KEYS,
     MAX_BOOT,
+    MAX_CLOCK,
     MAX_SEQ,
     Control,
     UplinkDecoder,
@@ -76,6 +77,7 @@ def uplinks(draw: st.DrawFn) -> dict[str, Any]:
         "seq": draw(st.integers(0, MAX_SEQ)),
         "version": draw(st.integers(0, 2**32 - 1)),
         "battery": draw(st.none() | st.integers(0, 10000)),
+        "clock": draw(st.none() | st.integers(0, int(MAX_CLOCK))),
         "readings": readings,
     }
 
@@ -94,6 +96,8 @@ def test_what_the_agent_encodes_fogrt_decodes_identically(case: dict[str, Any]) 
         now,
         case["version"],
         case["battery"],
+        0,
+        case["clock"],
     )
     reference = encode_uplink(
         case["device"],
@@ -102,17 +106,19 @@ def test_what_the_agent_encodes_fogrt_decodes_identically(case: dict[str, Any]) 
         [(age / 1000, dict(zip(names, values, strict=True))) for age, values in case["readings"]],
         control_version=case["version"],
         battery_mv=case["battery"],
+        clock=case["clock"],
         positional_fields=names,
         float32=True,
     )
     assert bytes(body) == reference
     up = UplinkDecoder(schema).decode(bytes(body))
-    assert (up.device, up.boot, up.seq, up.control_version, up.battery_mv) == (
+    assert (up.device, up.boot, up.seq, up.control_version, up.battery_mv, up.clock) == (
         case["device"],
         case["boot"],
         case["seq"],
         case["version"],
         case["battery"],
+        None if case["clock"] is None else float(case["clock"]),
     )
     for (age, values), (age_s, decoded) in zip(case["readings"], up.readings, strict=True):
         assert age_s == age / 1000

@@ -460,3 +460,49 @@ def test_plot_is_written_or_explained_and_never_fails_the_run(
     assert main([*args, "--plot", str(tmp_path / "other.png")]) == 0
     assert "matplotlib is not installed (pip install matplotlib)" in capsys.readouterr().err
     assert not (tmp_path / "other.png").exists()
+
+
+def test_the_nodes_own_policy_drives_the_fleet_and_fills_the_gaps(tmp_path: Path) -> None:
+    """``--policy fog`` with a topology whose ``control:`` runs dual prediction: the node's
+    control loop (not the simulator) fits the predictors, the devices send a fraction of
+    their samples, and the node imputes the rest into the stream, within epsilon."""
+    text = TOPOLOGY.replace(
+        "policy: {use: policy.fixed, with: {interval: 30s}}",
+        f"policy: {{use: policy.dual_prediction, with: {{epsilon: {EPSILON}, "
+        "sample_period: 60s}}",
+    )
+    code = main(
+        [
+            "simulate",
+            str(write(tmp_path / "t.yaml", text)),
+            "--devices",
+            "2",
+            "--duration",
+            "6h",
+            "--speed",
+            "max",
+            "--anomalies-per-day",
+            "0",
+            "--policy",
+            "fog",
+            "--policy",
+            "fixed:interval=60s",
+            "--output",
+            str(tmp_path / "out"),
+            "--summary",
+            str(tmp_path / "s.json"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    p = by_policy(json.loads((tmp_path / "s.json").read_text()))
+    fog, fixed = p["fog"], p["fixed"]
+    assert fixed["sent"] == fixed["samples"]  # the simulator's policy: the loop left it alone
+    assert fog["sent"] < 0.5 * fog["samples"]
+    rows = [r for r in sink_rows(tmp_path / "out") if r["device"].startswith("sim-fog")]
+    imputed = [r for r in rows if r.get("flags") == ["imputed"]]
+    measured = [r for r in rows if "flags" not in r]
+    assert len(measured) == fog["sent"]
+    # every skipped sample comes back, except those after a device's last uplink
+    assert fog["samples"] - fog["sent"] - 2 * 10 <= len(imputed) <= fog["samples"] - fog["sent"]
+    assert all(r["hum"] is None and isinstance(r["temp"], float) for r in imputed)

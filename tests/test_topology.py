@@ -281,12 +281,12 @@ def test_control_policy_is_checked() -> None:
     text = VALID + "control:\n  policy: {use: policy.fixd, with: {interval: 30s}}\n"
     assert one_problem(text) == (
         "t.yaml:23:17: control.policy.use: unknown policy 'policy.fixd' (did you mean "
-        "'policy.fixed'?)"
+        "'policy.fixed' or 'policy.bandit' or 'policy.burst'?)"
     )
     text = VALID + "control:\n  policy: {use: policy.fixed, with: {interval: 0.1s}}\n"
     assert one_problem(text) == (
-        "t.yaml:23:48: control.policy.with.interval: expected a duration between 1s and 7d, "
-        "got '0.1s'"
+        "t.yaml:23:48: control.policy.with.interval: expected an interval between 1s and 7d, "
+        "got 0.1"
     )
 
 

@@ -138,16 +138,24 @@ class Agent:
         if hal.ticks_diff(self.deadline, hal.ticks_ms()) <= 0:
             self.log.info("wake_deadline_reached", seq=seq)
             return False  # not a failure: the next wake carries on
+        now_ms, clock = hal.now_ms(), None
+        epoch_ms = hal.epoch_ms()
+        if epoch_ms is not None:
+            # ``t`` in whole seconds (float32 would lose minutes on the board), rounded up,
+            # and the ages counted from that instant: the fog gets each reading's exact time.
+            clock = (epoch_ms + 999) // 1000
+            now_ms += clock * 1000 - epoch_ms
         body = wire.uplink(
             bytearray(),
             self.cfg["device"],
             boot,
             seq,
             readings,
-            hal.now_ms(),
+            now_ms,
             st.control["v"],
             battery,
             st.dropped,
+            clock,
         )
         resp = self.client.request(self.path, body, self.deadline, self.cfg["coap"]["confirmable"])
         if resp is None:

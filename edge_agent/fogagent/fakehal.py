@@ -94,6 +94,11 @@ class FakeHal:
             return None
         return self.epoch_offset + self.now_ms() // 1000
 
+    def epoch_ms(self):
+        if self.epoch_offset is None:
+            return None
+        return self.epoch_offset * 1000 + self.now_ms()
+
     def rand(self, bits):
         # xorshift32: deterministic, the same under CPython and MicroPython
         x = self.seed

@@ -55,6 +55,10 @@ class Hal:
         t = time.time() + self._unix
         return t if t >= _SYNCED_AFTER else None
 
+    def epoch_ms(self):
+        """Milliseconds since 1970 (UTC), None until the clock has been set."""
+        return None if self.epoch() is None else self.now_ms() + self._unix * 1000
+
     def sync_clock(self, host):
         """Set the RTC from NTP (cold boot only: the RTC keeps it through deep sleep)."""
         ok, _ = self.wifi_connect(self.cfg["wifi"]["timeout_ms"], None)

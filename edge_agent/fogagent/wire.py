@@ -44,10 +44,13 @@ def _key(out, k):
     out.extend(k.encode())
 
 
-def uplink(out, device, boot, seq, readings, now_ms, version=0, battery_mv=None, dropped=0):
+def uplink(
+    out, device, boot, seq, readings, now_ms, version=0, battery_mv=None, dropped=0, clock=None
+):
     """Append an uplink body to ``out``. ``readings``: ``[[taken_ms, values], ...]``, with
-    ``taken_ms`` on the same clock as ``now_ms`` (the age sent is the difference)."""
-    n = 4 + (version != 0) + (battery_mv is not None) + (dropped > 0)
+    ``taken_ms`` on the same clock as ``now_ms`` (the age sent is the difference).
+    ``clock``: whole epoch seconds at ``now_ms`` (``t``), when the device knows the time."""
+    n = 4 + (version != 0) + (battery_mv is not None) + (dropped > 0) + (clock is not None)
     mpack.map_header(out, n)
     _key(out, "d")
     mpack.pack(device, out)
@@ -64,6 +67,9 @@ def uplink(out, device, boot, seq, readings, now_ms, version=0, battery_mv=None,
     if dropped > 0:
         _key(out, "x")
         mpack.pack_int(out, dropped)
+    if clock is not None:
+        _key(out, "t")
+        mpack.pack_int(out, clock)
     _key(out, "r")
     mpack.array_header(out, len(readings))
     for taken, values in readings:

@@ -8,6 +8,7 @@ costs an empty payload.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ from fogrt.ingest.wire import Control, apply_delta, encode_control_delta
 
 HISTORY = 8
 """Versions remembered per device to answer with a delta (older: the whole record)."""
+
+_V0 = Control()
 
 
 @dataclass
@@ -25,23 +28,43 @@ class _DeviceControl:
 
 
 class ControlStore:
-    """Per-device control records with versions; the default applies until one is set.
+    """Per-device control records with versions; an initial control applies until one is set.
 
     Version 0 is ``Control()`` on both sides (a device that never heard from the fog applies
-    the defaults), so the topology's default control gets version 1 when it differs.
+    the defaults), so a device's initial control gets version 1 when it differs. The initial
+    control is ``default``, or what ``initial(device)`` says (the control loop's policies).
     """
 
-    def __init__(self, default: Control | None = None) -> None:
+    def __init__(
+        self, default: Control | None = None, initial: Callable[[str], Control] | None = None
+    ) -> None:
         self.default = default or Control()
         self.default_version = 0 if self.default == Control() else 1
+        self.initial = initial
         self._devices: dict[str, _DeviceControl] = {}
 
     def get(self, device: str) -> tuple[int, Control]:
         """The device's current ``(version, control)``."""
         entry = self._devices.get(device)
-        if entry is None:
+        if entry is not None:
+            return entry.version, entry.control
+        if self.initial is None:
             return self.default_version, self.default
-        return entry.version, entry.control
+        control = self.initial(device)
+        return (0 if control == _V0 else 1), control
+
+    def control_at(self, device: str, version: int) -> Control | None:
+        """The control the device had at ``version`` (what it applies when its uplink says
+        ``v``), or None if that version is unknown or too old to be remembered."""
+        if version == 0:
+            return _V0
+        entry = self._devices.get(device)
+        if entry is None:
+            current, control = self.get(device)
+            return control if version == current else None
+        if version == entry.version:
+            return entry.control
+        return entry.history.get(version)
 
     def set(self, device: str, control: Control) -> int:
         """Give the device a new control; returns its version (unchanged if equal)."""
@@ -63,19 +86,15 @@ class ControlStore:
         version, control = self.get(device)
         if applied_version == version:
             return b""
-        since: Control | None
-        if applied_version == 0:
-            since = Control()
-        elif applied_version == self.default_version and device not in self._devices:
-            since = self.default
-        else:
-            entry = self._devices.get(device)
-            since = entry.history.get(applied_version) if entry is not None else None
-        return encode_control_delta(control, version, since)
+        return encode_control_delta(control, version, self.control_at(device, applied_version))
 
     def pending(self, device: str, applied_version: int) -> bool:
         """Whether the device has not yet applied its current control."""
         return self.get(device)[0] != applied_version
+
+    def __contains__(self, device: object) -> bool:
+        """Whether the device has a record of its own (not only its initial control)."""
+        return device in self._devices
 
     def devices(self) -> list[str]:
         return list(self._devices)
@@ -93,7 +112,7 @@ class ControlStore:
 
     def load(self, state: dict[str, dict[str, Any]]) -> None:
         """Replace every record with a ``state()`` taken earlier."""
-        base = Control()
+        base = _V0
         self._devices = {
             d: _DeviceControl(
                 s["version"],

@@ -69,6 +69,10 @@ class Dataflow:
             self._deliver[spec.id] = self._make_deliver(node)
         self._watermarks: dict[Key, Timestamp] = {}
 
+    def watch(self, node_id: str, callback: Callable[[Event], None]) -> None:
+        """Call ``callback`` with every event ``node_id`` emits (after its children)."""
+        self._nodes[node_id].children.append(callback)
+
     # -- the hot path --------------------------------------------------------------------
 
     def _make_deliver(self, node: _Node) -> Deliver:

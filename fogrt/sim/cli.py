@@ -64,7 +64,8 @@ def add_parser(subparsers: Any) -> None:
             NAME:key=value,... with the parameters of a topology's control.policy:
             fixed, send_on_delta, dual_prediction (with a policy registry also bandit,
             battery_aware, burst and the adaptive parameters, e.g. max_sample_period);
-            `fog`: whatever the fog node's topology sends.
+            `fog`: the fog node's own control loop decides (its topology's control:
+            section: policies per device, skipped samples imputed into its stream).
 
             --dataset PATH: a CSV/CSV.gz with a time column and a key column (one device
             per key, keys reused round-robin when --devices is larger); the value at a

@@ -117,6 +117,9 @@ def agent_config(
         # The boot grace is a window for mpremote after a cold boot; a simulated board has
         # no USB (and the agent would print its notice). Its one-off ~0.1 mAh is left out.
         "power": {"boot_grace_ms": 0},
+        # The clock is set at cold boot (NTP on a board; the simulated clock here), so each
+        # uplink carries the time (``t``) and the fog places readings in simulated time.
+        "ntp": "pool.ntp.org",
         # Warnings go to a file on the board; here they would be a file per device.
         "log": {"level": "error", "file": None},
     }
@@ -223,6 +226,9 @@ class SimHal:
 
     def epoch(self) -> int | None:
         return int(self.epoch0 + self.clock / 1000) if self.synced else None
+
+    def epoch_ms(self) -> int | None:
+        return round(self.epoch0 * 1000) + self.clock if self.synced else None
 
     def sync_clock(self, host: str) -> bool:
         self.synced = True
@@ -362,7 +368,9 @@ class SimSocket:
             hal.trace.registrations += 1  # POST /reg
             return
         key = (up.boot, up.seq)
-        hal.trace.taken[key] = [hal.clock - round(age * 1000) for age, _ in up.readings]
+        # ages count from the uplink's clock (``t``, whole seconds) when it has one
+        ref = hal.clock if up.clock is None else round(up.clock * 1000) - round(hal.epoch0 * 1000)
+        hal.trace.taken[key] = [ref - round(age * 1000) for age, _ in up.readings]
         self._pending = (token, key)
         self._sent_control = hal.control
 

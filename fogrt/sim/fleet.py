@@ -166,9 +166,12 @@ class _Fleet:
         node = self.target.node
         if node is None:
             return
+        loop = getattr(node, "control_loop", None)
         for d in self.devices:
             control = self.driver.initial(d.id)
-            if control is not None:
+            if control is not None:  # the simulator's policy, not the node's, decides
+                if loop is not None:
+                    loop.external.add(d.id)
                 node.controls.set(d.id, control)
 
     # -- policy feedback: device thread -> event loop -----------------------------------

@@ -16,8 +16,10 @@ Where a policy comes from, in this order:
 2. otherwise, for ``fixed``, ``send_on_delta`` and ``dual_prediction``, a fixed
    :class:`~fogrt.ingest.wire.Control` (:data:`STATIC`): same ``tx``, ``epsilon`` and
    periods, without learning (dual prediction uses a fixed damped-trend predictor).
-3. ``fog``: the simulator sets nothing; the devices apply what the fog node sends (the
-   topology's ``control:`` section). The only choice against a remote node (``--fog``).
+3. ``fog``: the simulator sets nothing; the node's own control loop decides (the
+   topology's ``control:`` section, :mod:`fogrt.control.loop`). The only choice against a
+   remote node (``--fog``). With any other policy the simulator takes its devices out of
+   the node's loop.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fogrt.errors import FogError, InputError
+from fogrt.errors import InputError
 from fogrt.ingest.wire import Control
 from fogrt.types import Value, parse_duration
 
@@ -240,7 +242,6 @@ class _Learning:
         self.params = params
         self.description = f"registered policy {cls.__module__}.{cls.__qualname__}"
         self._per_device: dict[str, Any] = {}
-        self._reading: Any = None
 
     def _policy(self, device: str) -> Any:
         p = self._per_device.get(device)
@@ -260,26 +261,15 @@ class _Learning:
         battery: float | None,
         arrival: float,
     ) -> Control | None:
-        reading_cls = self._reading_class()
+        from fogrt.control.policy import Reading
+
         policy = self._policy(device)
         control: Control | None = None
         for t, value in readings:
             v = float(value) if isinstance(value, int | float) else None
-            decision = policy.observe(reading_cls(t, v, applied, battery, arrival))
+            decision = policy.observe(Reading(t, v, applied, battery, arrival))
             control = decision.control
         return control
-
-    def _reading_class(self) -> Any:
-        # Reading lives next to the policy classes (operators.policy.base): take it from
-        # the module that defined the registered class rather than importing operators.
-        if self._reading is None:
-            import importlib
-
-            module = importlib.import_module(self.cls.__module__)
-            self._reading = getattr(module, "Reading", None)
-            if self._reading is None:
-                raise FogError(f"{self.cls.__module__} has no Reading class for its policies")
-        return self._reading
 
 
 def _registry() -> Any:

@@ -6,7 +6,8 @@ Contents (msgpack, inside the signed envelope of :mod:`fogrt.state.sealed`):
 - ``operators``: node id -> key -> the operator instance's ``snapshot()`` bytes;
 - ``dedup``: per-device (boot, high-water mark, bitmap) of :mod:`fogrt.ingest.dedup`;
 - ``devices``: the registry (first/last seen, battery, counts, registration body);
-- ``controls``: per-device control version, record and recent history.
+- ``controls``: per-device control version, record and recent history;
+- ``policies``: per-device control policy (rule signature, source, ``snapshot()`` bytes).
 
 The envelope's header names the fogrt and River versions that wrote it and a digest of
 the topology's operators; a checkpoint from another topology or another River version is
@@ -37,6 +38,7 @@ class Checkpoint:
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     controls: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: float = 0.0
+    policies: dict[str, list[Any]] = field(default_factory=dict)
 
     def size_of_operators(self) -> int:
         return sum(len(b) for blobs in self.operators.values() for b in blobs.values())
@@ -77,6 +79,7 @@ def pack(ckpt: Checkpoint, topology: CompiledTopology, key: bytes) -> bytes:
             "dedup": ckpt.dedup,
             "devices": ckpt.devices,
             "controls": ckpt.controls,
+            "policies": ckpt.policies,
         },
         use_bin_type=True,
     )
@@ -114,6 +117,7 @@ def unpack(blob: bytes, topology: CompiledTopology, key: bytes, *, what: str) ->
         dedup={d: [tuple(b) for b in boots] for d, boots in data["dedup"].items()},
         devices=data["devices"],
         controls=data["controls"],
+        policies=data.get("policies", {}),
         created=float(header.get("created", 0.0)),
     )
 

@@ -22,15 +22,13 @@ from fogrt.errors import ExpressionError, FieldError, ParamError, TopologyError,
 from fogrt.expr import Expr, compile_expr
 from fogrt.operator import unknown_name_message, validate_params
 from fogrt.registry import OPERATORS, SINKS, UnknownNameError
+from fogrt.topology.control import CompiledControl, check_alerts, compile_control
 from fogrt.topology.model import FIELD, Node, Topology
 from fogrt.topology.source import Path as FieldPath
 from fogrt.topology.source import Positions, load_yaml
-from fogrt.types import FieldType, parse_duration
+from fogrt.types import FieldType
 
 Role = Literal["source", "operator", "sink"]
-
-POLICIES: dict[str, list[str]] = {"policy.fixed": ["interval"]}
-"""Control policies and their (duration) parameters."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,8 @@ class CompiledTopology:
     spec: Topology
     nodes: tuple[CompiledNode, ...]
     _children: Mapping[str, tuple[str, ...]] = field(repr=False)
+    control: CompiledControl | None = None
+    """The control loop's policies (``control:``); None: devices keep their defaults."""
 
     def node(self, node_id: str) -> CompiledNode:
         for n in self.nodes:
@@ -210,7 +210,8 @@ class _Compiler:
         for i, n in enumerate(spec.sinks):
             sinks.append((("sinks", i), n))
 
-        self._control()
+        schemas = {sid: {n: f.type for n, f in s.fields.items()} for sid, s in spec.sources.items()}
+        control = compile_control(spec, schemas, self.error)
         declared = self._declare_ids(ops, sinks)
         order = self._order(ops, sinks, declared)
         classes = self._resolve(ops, sinks)
@@ -236,6 +237,9 @@ class _Compiler:
         for nid in order:
             path, n = by_id[nid]
             self._node(path, n, "sink" if nid in sink_ids else "operator", classes[nid])
+        if control is not None:
+            outputs = {n.id: n.schema for n in self.nodes.values() if n.role == "operator"}
+            check_alerts(control, outputs, self.error)
         if self.errors:
             _raise(self.errors)
 
@@ -250,35 +254,8 @@ class _Compiler:
             spec,
             tuple(ordered),
             {k: tuple(v) for k, v in children.items()},
+            control,
         )
-
-    def _control(self) -> None:
-        """``control.policy``: the policies the ingest layer can apply today."""
-        control = self.spec.control
-        if control is None or control.policy is None:
-            return
-        policy = control.policy
-        path: FieldPath = ("control", "policy")
-        if policy.use not in POLICIES:
-            known = list(POLICIES)
-            self.error((*path, "use"), unknown_name_message("policy", policy.use, known))
-            return
-        allowed = POLICIES[policy.use]
-        for name, value in policy.with_.items():
-            at: FieldPath = (*path, "with", name)
-            if name not in allowed:
-                self.error(at, unknown_name_message("parameter", name, allowed), key=True)
-                continue
-            try:
-                seconds = parse_duration(value)
-            except ValueError as exc:
-                self.error(at, str(exc))
-                continue
-            if not 1 <= seconds <= 7 * 86400:
-                self.error(at, f"expected a duration between 1s and 7d, got {value!r}")
-        for name in allowed:
-            if name not in policy.with_:
-                self.error((*path, "with"), f"missing required parameter {name!r} of {policy.use}")
 
     def _declare_ids(
         self, ops: list[tuple[FieldPath, Node]], sinks: list[tuple[FieldPath, Node]]

@@ -87,10 +87,44 @@ class Policy(_Strict):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
 
 
+class ControlGroup(_Strict):
+    """A policy for some devices: those whose id matches a glob of ``devices`` and that post
+    to one of ``sources`` (an omitted list matches every device or source)."""
+
+    devices: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = None
+    sources: list[Ident] | None = None
+    policy: Policy
+
+    @field_validator("devices", "sources", mode="before")
+    @classmethod
+    def _many(cls, value: Any) -> Any:
+        return _one_or_many(value)
+
+    @model_validator(mode="after")
+    def _selects(self) -> ControlGroup:
+        if not self.devices and not self.sources:
+            raise ValueError("a group needs devices (globs such as pump-*) or sources")
+        return self
+
+
+class Alerts(_Strict):
+    """Anomalies that reach the policies (``Policy.alert``: burst sampling, for example)."""
+
+    from_: Annotated[list[Ident], Field(alias="from", min_length=1)]
+    field: FieldName = "is_anomaly"
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _from(cls, value: Any) -> Any:
+        return _one_or_many(value)
+
+
 class Control(_Strict):
-    """Downlink control for the devices of the sources (policies are applied by ingest)."""
+    """The fog node's control loop: which policy decides each device's control."""
 
     policy: Policy | None = None
+    groups: list[ControlGroup] = Field(default_factory=list)
+    alerts: Alerts | None = None
 
 
 class State(_Strict):

@@ -26,43 +26,14 @@ from __future__ import annotations
 import abc
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
+from fogrt.control.policy import Decision, Reading
 from fogrt.ingest.wire import Control
 from fogrt.operator import signature
 from operators.policy.protocol import impute, predict, remember, suppressed_times
 
 __all__ = ["Decision", "Mirror", "Policy", "Reading"]
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One reading the fog received from a device, as a policy sees it."""
-
-    time: float
-    """Event time of the reading (the device's clock), epoch seconds."""
-    value: float | None
-    """The value of the field the policy watches; ``None`` when missing."""
-    applied: Control
-    """The control the device applied when it took the reading: the control of the version
-    the uplink reports (``v``). Imputation depends on it, not on the newest control."""
-    battery: float | None = None
-    """State of charge 0..1 reported with the uplink (``q`` / 100), ``None`` if unknown."""
-    arrival: float | None = None
-    """When the uplink carrying it arrived (readings of one uplink share it), if known."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What a policy answers to one received reading."""
-
-    control: Control
-    """The control the device should apply from its next ACK on (store it; unchanged
-    controls cost nothing on the wire)."""
-    imputed: tuple[tuple[float, float], ...] = ()
-    """``(time, value)`` of the samples the device took but did not send before this
-    reading, oldest first: emit them flagged ``IMPUTED`` ahead of the reading."""
 
 
 class Mirror:

@@ -62,6 +62,7 @@ class Fixed(Policy):
     """Sample every ``sample_period`` (default: ``interval``) and send every reading."""
 
     kind = "policy.fixed"
+    watches_values = False  # any source will do, numeric fields or not
 
     def __init__(
         self,

@@ -32,6 +32,8 @@ def test_uplinks_are_byte_identical_to_fogrt(inputs):
             case["now"],
             case["version"],
             case["battery"],
+            0,
+            case["clock"],
         )
         assert _hex(body) == case["hex"], (case, _hex(body))
 
