@@ -17,8 +17,9 @@ Per-device series are bounded: at most ``max_device_series`` devices (default
 :data:`MAX_DEVICE_SERIES`), the most recently seen first; the rest are counted in
 ``fogrt_devices_unexported``.
 
-Projected battery life is a placeholder until the simulator's energy model lands: see
-:class:`EnergyModel`. Transmissions saved are 0 until duty-cycle policies exist.
+Projected battery life comes from the ESP32 energy model (:class:`EnergyModel`);
+transmissions saved are the samples the control loop imputed for the device (readings it
+took and did not have to send).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from fogrt import __version__
+from fogrt.ingest.wire import Control
+from fogrt.sim.energy import (
+    EMPTY_MV,
+    FULL_MV,
+    Board,
+    battery_life_days,
+    daily_charge_mah,
+    state_of_charge,
+)
 
 if TYPE_CHECKING:
     from fogrt.event import Event
@@ -75,50 +85,74 @@ RECENT = 8192
 
 @dataclass(frozen=True)
 class EnergyModel:
-    """A deliberately simple energy model for projected battery life (a placeholder).
+    """Projected battery life of a device, from its control and its reported battery, with
+    the ESP32 model of :mod:`fogrt.sim.energy` (cited figures; override with ``board``).
 
-    A device sleeps at ``sleep_ma`` and, once per report interval, wakes for
-    ``active_s`` at ``active_ma`` (Wi-Fi join + one CoAP exchange on an ESP32). Its
-    remaining charge is ``capacity_mah`` (from its registration, else
-    ``default_capacity_mah``) times its reported battery percentage (or, without one, a
-    linear Li-ion estimate between ``empty_mv`` and ``full_mv``). The simulator's energy
-    model will replace this.
+    Per day the device wakes every ``sample_period`` (boot + one sensor reading) and sends
+    ``uplinks_per_day`` uplinks (measured by the registry when given, else what its control
+    implies: every reading in batches of ``batch`` under ``tx: always``, one per report
+    interval otherwise). Its remaining charge is the capacity (its registration's, else the
+    board's) times the reported state of charge (the percentage, else a linear Li-ion
+    estimate between ``empty_mv`` and ``full_mv``); self-discharge is included.
 
-    A full 2000 mAh battery, reporting every minute, then every ten minutes (days):
+    A full 2000 mAh battery sampling and sending every minute, then every ten (days):
 
-    >>> [round(ENERGY_MODEL.projected_life_s(s, 100, None, None) / 86400) for s in (60, 600)]
-    [28, 269]
+    >>> [round(ENERGY_MODEL.projected_life_s(Control(interval=s, sample_period=s), 100, None,
+    ...     None) / 86400) for s in (60, 600)]
+    [35, 300]
     """
 
-    sleep_ma: float = 0.010
-    active_ma: float = 120.0
-    active_s: float = 1.5
-    default_capacity_mah: float = 2000.0
-    empty_mv: float = 3300.0
-    full_mv: float = 4200.0
+    board: Board = field(default_factory=Board)
+    empty_mv: float = EMPTY_MV
+    full_mv: float = FULL_MV
+
+    def state_of_charge(self, battery_pct: int | None, battery_mv: int | None) -> float | None:
+        """0..1 from the reported percentage or voltage; None when neither is known."""
+        return state_of_charge(battery_pct, battery_mv, self.empty_mv, self.full_mv)
 
     def projected_life_s(
         self,
-        interval_s: float,
+        control: Control,
         battery_pct: int | None,
         battery_mv: int | None,
         capacity_mah: int | None,
+        uplinks_per_day: float | None = None,
     ) -> float | None:
-        """Seconds until empty at this report interval; None without battery data."""
-        if battery_pct is not None:
-            fraction = battery_pct / 100
-        elif battery_mv is not None:
-            span = self.full_mv - self.empty_mv
-            fraction = min(1.0, max(0.0, (battery_mv - self.empty_mv) / span))
-        else:
+        """Seconds until empty under ``control``; None without battery data."""
+        fraction = self.state_of_charge(battery_pct, battery_mv)
+        if fraction is None:
             return None
-        remaining_mah = (capacity_mah or self.default_capacity_mah) * fraction
-        average_ma = self.sleep_ma + self.active_ma * self.active_s / max(interval_s, 1.0)
-        return remaining_mah / average_ma * 3600.0
+        wakes = 86400.0 / control.sample_period
+        if uplinks_per_day is None:
+            if control.tx == "always":
+                uplinks_per_day = wakes / max(control.batch, 1)
+            else:
+                uplinks_per_day = 86400.0 / max(control.interval, 1)
+        load = daily_charge_mah(
+            self.board,
+            wakes=wakes,
+            uplinks=min(uplinks_per_day, wakes),
+            power_mode=control.power_mode,
+        )
+        capacity = capacity_mah or self.board.capacity_mah
+        now = self.board.replace(capacity_mah=capacity * fraction)
+        return battery_life_days(load, now) * 86400.0
 
 
 ENERGY_MODEL = EnergyModel()
 """The model used by :class:`NodeMetrics` unless another is given."""
+
+MIN_RATE_UPLINKS = 10
+"""Uplinks a device must have sent before its measured rate replaces its control's."""
+
+
+def uplink_rate(info: Any) -> float | None:
+    """Uplinks per day measured between the device's first and last uplink (None until it
+    has sent :data:`MIN_RATE_UPLINKS`)."""
+    span = (info.last_seen or 0.0) - info.first_seen
+    if info.uplinks < MIN_RATE_UPLINKS or span <= 0.0:
+        return None
+    return float((info.uplinks - 1) / span * 86400.0)
 
 
 class LatencyHistogram:
@@ -375,11 +409,13 @@ class NodeMetrics:
         applied: int | None = getattr(info, "control_version", None)
         reg = info.registration
         life = self.energy.projected_life_s(
-            control.interval,
+            control,
             info.battery_pct,
             info.battery_mv,
             reg.capacity_mah if reg is not None else None,
+            uplink_rate(info),
         )
+        loop = getattr(self.node, "control_loop", None)
         return DeviceFacts(
             device=device,
             first_seen=info.first_seen,
@@ -396,7 +432,7 @@ class NodeMetrics:
             applied_version=applied,
             pending=None if applied is None else applied != version,
             projected_life_s=life,
-            tx_saved=0,
+            tx_saved=loop.saved(device) if loop is not None else 0,
             firmware=reg.firmware if reg is not None else None,
         )
 
@@ -568,7 +604,12 @@ DEVICE_SERIES: tuple[tuple[str, str, str, float], ...] = (
     ("fogrt_device_battery_volts", "Reported battery voltage", "battery_mv", 0.001),
     ("fogrt_device_battery_ratio", "Reported battery charge, 0..1", "battery_pct", 0.01),
     ("fogrt_device_report_interval_seconds", "Commanded report interval", "interval_s", 1.0),
-    ("fogrt_device_projected_battery_life_seconds", "Placeholder model", "projected_life_s", 1.0),
+    (
+        "fogrt_device_projected_battery_life_seconds",
+        "ESP32 energy model, at the device's control and uplink rate",
+        "projected_life_s",
+        1.0,
+    ),
     ("fogrt_device_uplinks_total", "Uplinks accepted from the device", "uplinks", 1.0),
     ("fogrt_device_transmissions_saved_total", "Avoided by duty cycling", "tx_saved", 1.0),
     ("fogrt_device_control_pending", "1 until the device applies its control", "pending", 1.0),

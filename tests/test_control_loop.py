@@ -16,6 +16,7 @@ import pytest
 from fogrt.control import ControlStore
 from fogrt.errors import TopologyError, TopologyErrors
 from fogrt.ingest.wire import Control, apply_delta, decode_control, encode_uplink
+from fogrt.metrics import NodeMetrics
 from fogrt.node import FogNode, NodeConfig
 from fogrt.topology import compile_topology
 
@@ -101,6 +102,9 @@ async def test_send_on_delta_control_is_sent_and_skipped_samples_are_imputed(
         # and sends 21.0 at +40 s under version 1.
         ctl = await send(client, node, "r1", 1, T0 + 40, {"temp": 21.0, "hum": 41.0}, version=1)
         assert ctl == {}  # send-on-delta keeps its control
+        assert node.service is not None
+        facts = NodeMetrics(node).device_facts("r1", node.service.registry.devices["r1"])
+        assert (facts.tx_saved, facts.policy, facts.tx) == (3, "policy.send_on_delta", "delta")
     finally:
         await node.stop()
     got = [(r["time"] - T0, r["temp"], r["hum"], r.get("flags", [])) for r in rows(tmp_path)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,8 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from fogrt.ingest.wire import Control
 from fogrt.metrics import ENERGY_MODEL, EnergyModel, NodeMetrics
 from fogrt.node import FogNode
+from fogrt.sim.energy import Board
 from tests.test_dashboard import Devices, start_node, wait_for
 
 pytestmark = pytest.mark.integration
@@ -198,17 +201,29 @@ async def test_detach_gives_back_the_ack_hook(node: FogNode) -> None:
     assert node.service.on_ack == seen.append
 
 
-def test_projected_battery_life_placeholder_model() -> None:
+def test_projected_battery_life_follows_the_control_and_the_battery() -> None:
     m = ENERGY_MODEL
-    assert m.projected_life_s(60, None, None, None) is None  # nothing reported
-    slow, fast = m.projected_life_s(600, 50, None, None), m.projected_life_s(10, 50, None, None)
-    assert slow is not None and fast is not None and slow > 10 * fast > 0
-    full = m.projected_life_s(60, 100, None, 2000)
-    assert m.projected_life_s(60, 100, None, 4000) == pytest.approx(2 * full)  # type: ignore[operator]
+    every_minute = Control(interval=60, sample_period=60.0)
+    assert m.projected_life_s(every_minute, None, None, None) is None  # nothing reported
+    life = partial(m.projected_life_s, battery_mv=None, capacity_mah=None)
+    slow = life(Control(interval=600, sample_period=600.0), 50)
+    fast = life(Control(interval=10, sample_period=10.0), 50)
+    assert slow is not None and fast is not None and slow > 8 * fast > 0
+    # Sending every tenth sample costs less than sending each, more than not sampling.
+    delta = Control(interval=3600, sample_period=60.0, tx="delta", epsilon=0.1)
+    sparse = life(delta, 50, uplinks_per_day=144.0)
+    assert life(every_minute, 50) < sparse < life(Control(interval=600, sample_period=600.0), 50)
+    # The measured uplink rate counts: more uplinks, shorter life.
+    assert life(delta, 50, uplinks_per_day=1000.0) < sparse
+    full = m.projected_life_s(every_minute, 100, None, 2000)
+    double = m.projected_life_s(every_minute, 100, None, 4000)
+    assert full is not None and double is not None and 1.8 * full < double < 2 * full
     # Without a percentage the voltage is mapped linearly between empty and full.
-    assert m.projected_life_s(60, None, 3750, None) == pytest.approx(
-        m.projected_life_s(60, 50, None, None)
+    assert m.projected_life_s(every_minute, None, 3750, None) == pytest.approx(
+        m.projected_life_s(every_minute, 50, None, None)
     )
-    assert m.projected_life_s(60, None, 3000, None) == 0.0
-    tiny = EnergyModel(sleep_ma=0.0, active_ma=1.0, active_s=1.0, default_capacity_mah=1.0)
-    assert tiny.projected_life_s(1, 100, None, None) == pytest.approx(3600.0)
+    assert m.projected_life_s(every_minute, None, 3000, None) == 0.0
+    # The board's figures are the energy model's: a board that draws nothing asleep and
+    # wakes for free lasts as long as its self-discharge allows.
+    leaky = EnergyModel(board=Board(quiescent_ma=5.0))
+    assert leaky.projected_life_s(every_minute, 100, None, None) < life(every_minute, 100)

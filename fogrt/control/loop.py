@@ -11,11 +11,13 @@ when it sampled — and answers a :class:`~fogrt.control.policy.Decision`:
   set, the other fields ``None``; the reading's ``seq``), so downstream operators see a
   regular stream;
 - the control to apply next, stored in the :class:`~fogrt.control.ControlStore`: the
-  device gets it as a delta in the ACK of its next uplink.
+  device gets it as a delta in the ACK of its next uplink. (The battery level a policy sees
+  is the uplink's percentage, else a linear estimate from the cell voltage the edge agent
+  reports.)
 
 Because the loop runs on the log (not at ingest), it is replayed after a restart from the
 checkpoint's offset with the policies' checkpointed state, and decides the same controls.
-Anomalies (``control.alerts``) reach a device's policy through :meth:`alert` as the engine
+Anomalies (``control.alerts``) reach a device's policy through :meth:`alert_one` as the engine
 emits them. A policy that raises is logged and counted; the device keeps its control and
 its readings still go through.
 """
@@ -30,6 +32,7 @@ from fogrt.control import ControlStore
 from fogrt.control.policy import Reading
 from fogrt.event import IMPUTED, Event
 from fogrt.ingest.wire import Control, Uplink
+from fogrt.sim.energy import state_of_charge
 from fogrt.topology.control import CompiledControl, ControlRule
 
 __all__ = ["ControlLoop"]
@@ -41,13 +44,14 @@ _LOGGED_ERRORS = 10
 
 
 class _Device:
-    __slots__ = ("field", "policy", "rule", "source")
+    __slots__ = ("field", "imputed", "policy", "rule", "source")
 
     def __init__(self, rule: ControlRule, source: str, policy: Any) -> None:
         self.rule = rule
         self.source = source
         self.field = rule.fields[source]
         self.policy = policy
+        self.imputed = 0
 
 
 class ControlLoop:
@@ -133,7 +137,7 @@ class ControlLoop:
             # guess of what the device applies (imputation may be off for this uplink).
             self.unknown_versions += 1
             applied = self.store.get(uplink.device)[1]
-        battery = None if uplink.battery_pct is None else uplink.battery_pct / 100.0
+        battery = state_of_charge(uplink.battery_pct, uplink.battery_mv)
         field = entry.field
         template = self._templates[source]
         observe = entry.policy.observe
@@ -155,6 +159,7 @@ class ControlLoop:
             return events
         self.decisions += len(events)
         self.imputed += len(out) - len(events)
+        entry.imputed += len(out) - len(events)
         if control is not None:
             self.store.set(uplink.device, control)
         return out
@@ -213,6 +218,12 @@ class ControlLoop:
         if dropped:
             log.warning("policies_reset", devices=dropped, reason="the control rules changed")
         return restored
+
+    def saved(self, device: str) -> int:
+        """Samples imputed for the device since this process started: readings it took and
+        did not have to send."""
+        entry = self._devices.get(device)
+        return 0 if entry is None else entry.imputed
 
     def counters(self) -> dict[str, int]:
         return {

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fogrt.ingest.registry import DeviceInfo
-from fogrt.metrics import NodeMetrics
+from fogrt.metrics import NodeMetrics, uplink_rate
 
 MAX_LIMIT = 500
 """The largest page a client may ask for."""
@@ -108,12 +108,13 @@ def _sort_value(metrics: NodeMetrics, key: str, now: float) -> Callable[[str, De
         "uplinks": lambda d, i: i.uplinks,
         "readings": lambda d, i: i.readings,
         "interval": lambda d, i: control(d)[1].interval,
-        "policy": lambda d, i: control(d)[1].tx,  # one policy per topology: by transmit mode
+        "policy": lambda d, i: metrics.policy(d),
         "projected_life": lambda d, i: energy.projected_life_s(
-            control(d)[1].interval,
+            control(d)[1],
             i.battery_pct,
             i.battery_mv,
             i.registration.capacity_mah if i.registration is not None else None,
+            uplink_rate(i),
         ),
         "pending": lambda d, i: metrics.device_facts(d, i, now).pending,
         "online": lambda d, i: metrics.is_online(d, i, now),

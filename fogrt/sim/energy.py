@@ -194,6 +194,31 @@ class Board:
         return chip + self.quiescent_ma
 
 
+EMPTY_MV: Final = 3300.0
+"""A single Li-ion cell at the ESP32 regulator's dropout: empty, for the node."""
+FULL_MV: Final = 4200.0
+"""A fully charged Li-ion cell."""
+
+
+def state_of_charge(
+    battery_pct: float | None,
+    battery_mv: float | None,
+    empty_mv: float = EMPTY_MV,
+    full_mv: float = FULL_MV,
+) -> float | None:
+    """0..1 from a reported percentage, else a linear estimate from the cell voltage (what
+    the edge agent reports); None when neither is known.
+
+    >>> state_of_charge(80, None), state_of_charge(None, 3750), state_of_charge(None, 3000)
+    (0.8, 0.5, 0.0)
+    """
+    if battery_pct is not None:
+        return min(1.0, max(0.0, battery_pct / 100))
+    if battery_mv is not None:
+        return min(1.0, max(0.0, (battery_mv - empty_mv) / (full_mv - empty_mv)))
+    return None
+
+
 def daily_charge_mah(
     board: Board,
     *,
