@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,13 +349,14 @@ class FogNode:
         async with self._consume_lock, self.engine.paused():
             offset = self.consumed
             operators = await _snapshot(self.engine)
+            policies = await _sliced(self.control_loop.state_items()) if self.control_loop else {}
             ckpt = Checkpoint(
                 offset,
                 operators,
                 self._applied.state(),
                 self.service.registry.state(),
                 self.controls.state(),
-                policies=self.control_loop.state() if self.control_loop is not None else {},
+                policies=policies,
             )
         blob = await asyncio.to_thread(pack, ckpt, self.topology, self._key)
         await self.backend.write(offset, blob)
@@ -448,6 +450,18 @@ async def _snapshot(engine: Engine, slice_s: float = 0.002) -> dict[str, dict[st
     deadline = time.perf_counter() + slice_s
     for nid, key, op in engine.flow.operator_instances():
         out.setdefault(nid, {})[key] = op.snapshot()
+        if time.perf_counter() > deadline:
+            await asyncio.sleep(0)
+            deadline = time.perf_counter() + slice_s
+    return out
+
+
+async def _sliced(items: Iterator[tuple[str, Any]], slice_s: float = 0.002) -> dict[str, Any]:
+    """A dict of ``items``, yielding to the event loop every few milliseconds."""
+    out: dict[str, Any] = {}
+    deadline = time.perf_counter() + slice_s
+    for key, value in items:
+        out[key] = value
         if time.perf_counter() > deadline:
             await asyncio.sleep(0)
             deadline = time.perf_counter() + slice_s

@@ -24,6 +24,7 @@ its readings still go through.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -197,9 +198,13 @@ class ControlLoop:
 
     def state(self) -> dict[str, list[Any]]:
         """Every device's policy: ``[rule signature, source, snapshot]`` (for checkpoints)."""
-        return {
-            d: [e.rule.signature, e.source, e.policy.snapshot()] for d, e in self._devices.items()
-        }
+        return dict(self.state_items())
+
+    def state_items(self) -> Iterator[tuple[str, list[Any]]]:
+        """:meth:`state` one device at a time (a checkpoint yields to the event loop between
+        them)."""
+        for d, e in list(self._devices.items()):
+            yield d, [e.rule.signature, e.source, e.policy.snapshot()]
 
     def load(self, state: dict[str, list[Any]]) -> int:
         """Restore policies from ``state()``; a device whose rule changed since (another
