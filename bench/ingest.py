@@ -8,7 +8,8 @@ token, never retransmits (an unanswered request counts as a timeout after ``--ti
 seconds; its slot comes back ACK-clocked, as the window grows at the start), and measures,
 after a warm-up, the acknowledged (2.xx) requests per second and the send -> ACK latency.
 Every response code is counted, and so are the datagrams the kernel drops because a receive
-buffer is full (every server keeps the default 208 KiB buffer: about 190 small datagrams).
+buffer is full (every server keeps the default 208 KiB buffer, about 190 small datagrams,
+unless ``--rcvbuf`` sets the fogrt targets' one).
 
 Targets, each started by this script on 127.0.0.1 and stopped afterwards:
 
@@ -585,9 +586,10 @@ def wait_idle(limit: float, max_wait: float) -> float:
 class Server:
     """A target server process on 127.0.0.1: ``start`` returns when it answers."""
 
-    def __init__(self, name: str, tmp: Path) -> None:
+    def __init__(self, name: str, tmp: Path, rcvbuf: int | None = None) -> None:
         self.name = name
         self.tmp = tmp
+        self.rcvbuf = rcvbuf
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.stderr = b""
@@ -620,6 +622,8 @@ class Server:
                 "--output",
                 str(work),
             ]
+            if self.rcvbuf:
+                cmd += ["--rcvbuf", str(self.rcvbuf)]
             self.proc = subprocess.Popen(
                 cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
             )
@@ -681,7 +685,7 @@ class Server:
 def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) -> dict[str, Any]:
     if args.idle_wait > 0:
         wait_idle(0.3, args.idle_wait)
-    server = Server(name, tmp)
+    server = Server(name, tmp, args.rcvbuf)
     server.start()
     assert server.proc is not None
     pid = server.proc.pid
@@ -965,6 +969,13 @@ def main() -> None:
         help="before each target, wait up to SECONDS for other jobs on the machine to go "
         "quiet (< 0.3 cores busy); 0: do not wait (default 30)",
     )
+    p.add_argument(
+        "--rcvbuf",
+        type=int,
+        metavar="BYTES",
+        help="SO_RCVBUF of the fogrt targets' CoAP socket (fogrt run --rcvbuf); the other "
+        "servers keep the system's default (default: the system's, 208 KiB)",
+    )
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
     p.add_argument("--serve", choices=("echo", "aiocoap"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -994,7 +1005,8 @@ def main() -> None:
     print(_machine())
     print(
         f"load: {args.sockets} UDP sockets, window {args.window} CON requests, {args.devices} "
-        f"devices, warm-up {args.warmup:g} s, timeout {args.timeout:g} s, no retransmission",
+        f"devices, warm-up {args.warmup:g} s, timeout {args.timeout:g} s, no retransmission"
+        + (f", fogrt --rcvbuf {args.rcvbuf}" if args.rcvbuf else ""),
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="fogrt-bench-ingest-") as tmp_name:

@@ -253,6 +253,36 @@ def test_peek_uplink_accepts_a_plain_post() -> None:
     )
 
 
+def test_peek_uplink_remembers_option_blocks_only_up_to_a_payload_marker() -> None:
+    path = [(coap.URI_PATH, b"r"), (coap.URI_PATH, b"t1")]
+    cf255 = [*path, (coap.CONTENT_FORMAT, b"\xff")]  # an option value that looks like a marker
+    block = build(coap.CON, "0.02", 7, b"\x01", cf255, b"").removeprefix(b"\x41\x02\x00\x07\x01")
+    assert block.endswith(b"\xff") and b"\xff" not in block[:-1]
+    wires = [
+        build(coap.CON, "0.02", 7, b"\x01", cf255, b"payload"),
+        build(coap.NON, "0.02", 8, b"\x01\x02\x03", cf255, b"\xff\xff"),
+        build(coap.CON, "0.02", 9, b"", cf255, b""),  # the same options, no payload
+        build(coap.CON, "0.02", 9, b"", cf255, b"") + b"\xff",  # a marker, then nothing
+        build(coap.CON, "0.02", 9, b"", path, b"x"),  # a shorter block
+        build(coap.CON, "0.02", 9, b"", [*cf255, (coap.BLOCK1, b"\x0a")], b"x"),  # a longer one
+        build(coap.CON, "0.02", 10, b"", [*path, (coap.CONTENT_FORMAT, b"\x01")], b"x"),
+    ]
+    expected = [
+        (coap.CON, 7, b"\x01", ("r", "t1"), 255, b"payload"),
+        (coap.NON, 8, b"\x01\x02\x03", ("r", "t1"), 255, b"\xff\xff"),
+        (coap.CON, 9, b"", ("r", "t1"), 255, b""),
+        None,
+        (coap.CON, 9, b"", ("r", "t1"), None, b"x"),
+        None,
+        (coap.CON, 10, b"", ("r", "t1"), 1, b"x"),
+    ]
+    for _ in range(2):  # the second time round, every block has been seen
+        assert [peek_uplink(w) for w in wires] == expected
+    for size in range(1, 80):  # more blocks than are remembered: still the same answers
+        peek_uplink(build(coap.CON, "0.02", 1, b"", [(coap.URI_PATH, b"x" * size)], b"y"))
+        assert [peek_uplink(w) for w in wires] == expected
+
+
 @pytest.mark.parametrize(
     "wire",
     [

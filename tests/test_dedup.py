@@ -102,3 +102,19 @@ def test_shuffled_resends_apply_each_uplink_once() -> None:
     d = Deduplicator()
     applied = [s for s in sends if d.mark("a", 0, s) == "new"]
     assert sorted(applied) == list(range(500))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 5), st.integers(0, 40)), max_size=200),
+    st.integers(1, 16),
+    st.integers(1, 3),
+)
+def test_mark_says_what_check_said_and_remembers_it(
+    uplinks: list[tuple[str, int, int]], window: int, boots: int
+) -> None:
+    d = Deduplicator(window=window, boots=boots)
+    for device, boot, seq in uplinks:
+        verdict = d.check(device, boot, seq)
+        assert d.mark(device, boot, seq) == verdict
+        assert d.check(device, boot, seq) != "new"

@@ -17,7 +17,7 @@ from aiocoap import resource
 from fogrt.errors import IngestError
 from fogrt.ingest import coap
 from fogrt.ingest.coap import build, parse
-from fogrt.ingest.endpoint import Address, CoapEndpoint, Reply, Uplink
+from fogrt.ingest.endpoint import Address, CoapEndpoint, Later, Reply, Uplink
 
 # -- the caller's side: a handler and an aiocoap Site ------------------------------------------
 
@@ -451,6 +451,95 @@ async def test_failed_or_cancelled_futures_become_coap_errors(
         2: coap.INTERNAL_SERVER_ERROR,
         3: coap.SERVICE_UNAVAILABLE,
     }
+
+
+class Batcher:
+    """A hot-path handler that answers with a Later on one shared future per batch."""
+
+    def __init__(self, reply: Reply | None = None) -> None:
+        self.calls: list[Uplink] = []
+        self.ready: asyncio.Future[None] | None = None
+        self.reply = reply or Reply("2.04")
+
+    def __call__(self, request: Uplink) -> Later:
+        self.calls.append(request)
+        if self.ready is None or self.ready.done():
+            self.ready = asyncio.get_running_loop().create_future()
+        return Later(self.ready, self.reply)
+
+
+async def test_later_answers_a_whole_batch_when_its_future_completes(
+    make_endpoint: MakeEndpoint, raw_peers: Any
+) -> None:
+    handler = Batcher(Reply("2.04", b"ok"))
+    endpoint = await make_endpoint(handler)
+    peer = await raw_peers(endpoint)
+    non = await raw_peers(endpoint)
+    for mid in range(1, 6):
+        peer.send(uplink(mid, token=bytes((mid,))))
+    non.send(uplink(9, mtype=coap.NON, token=b"\x09"))
+    await until(lambda: len(handler.calls) == 6)
+    peer.send(uplink(3, token=b"\x03"))  # a retransmission while pending: absorbed
+    await until(lambda: endpoint.stats["duplicate_pending"] == 1)
+    await peer.silence(0.1)
+    await non.silence(0.0)
+    assert handler.ready is not None
+    handler.ready.set_result(None)  # e.g. the group commit's fsync completes
+    answers = {parse(a := await peer.recv()).mid: a for _ in range(5)}
+    assert sorted(answers) == [1, 2, 3, 4, 5]
+    for mid, answer in answers.items():
+        m = parse(answer)
+        assert (m.type, m.code, m.token, m.payload) == (
+            coap.ACK,
+            coap.CHANGED,
+            bytes((mid,)),
+            b"ok",
+        )
+    m = parse(await non.recv())
+    assert (m.type, m.code, m.token, m.payload) == (coap.NON, coap.CHANGED, b"\x09", b"ok")
+    await peer.silence(0.1)
+    peer.send(uplink(3, token=b"\x03"))  # a later retransmission: the identical bytes
+    assert await peer.recv() == answers[3]
+    assert len(handler.calls) == 6
+    assert endpoint.stats["deferred"] == 6
+
+
+async def test_later_on_a_completed_future_is_answered_at_once(
+    make_endpoint: MakeEndpoint, raw_peers: Any
+) -> None:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    endpoint = await make_endpoint(lambda request: Later(done, Reply("2.04", content_format=0)))
+    peer = await raw_peers(endpoint)
+    peer.send(uplink(5))
+    m = parse(await peer.recv())
+    assert (m.mid, m.code, m.content_format) == (5, coap.CHANGED, 0)
+
+
+async def test_a_failed_later_fails_every_request_of_its_batch(
+    make_endpoint: MakeEndpoint, raw_peers: Any
+) -> None:
+    handler = Batcher()
+    endpoint = await make_endpoint(handler)
+    peer = await raw_peers(endpoint)
+    for mid in (1, 2, 3):
+        peer.send(uplink(mid))
+    await until(lambda: len(handler.calls) == 3)
+    assert handler.ready is not None
+    handler.ready.set_exception(RuntimeError("disk gone"))
+    codes = [parse(await peer.recv()).code for _ in range(3)]
+    assert codes == [coap.INTERNAL_SERVER_ERROR] * 3
+    assert endpoint.stats["handler_failed"] == 3
+    for mid in (4, 5):  # the next batch: rejected as an IngestError, then cancelled
+        peer.send(uplink(mid))
+    await until(lambda: len(handler.calls) == 5)
+    handler.ready.set_exception(IngestError("not now"))
+    assert [parse(await peer.recv()).code for _ in range(2)] == [coap.BAD_REQUEST] * 2
+    peer.send(uplink(6))
+    await until(lambda: len(handler.calls) == 6)
+    handler.ready.cancel()
+    assert parse(await peer.recv()).code == coap.SERVICE_UNAVAILABLE
+    assert endpoint.stats["handler_rejected"] == 2 and endpoint.stats["handler_cancelled"] == 1
 
 
 async def test_other_prefixes_and_methods_go_to_the_full_server(

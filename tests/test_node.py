@@ -415,6 +415,39 @@ def test_run_refuses_two_topologies(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "fogrt run serves one topology per process" in capsys.readouterr().err
 
 
+def test_run_refuses_a_receive_buffer_of_no_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fogrt.cli import main
+
+    topo = tmp_path / "t.yaml"
+    topo.write_text(TOPOLOGY)
+    assert main(["run", str(topo), "--coap", "127.0.0.1:0", "--rcvbuf", "0"]) == 2
+    assert "--rcvbuf 0: expected a positive number of bytes" in capsys.readouterr().err
+
+
+async def test_receive_buffer_and_gc_tuning_are_applied(
+    tmp_path: Path, client: aiocoap.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    calls: list[str] = []
+    # Recorded, not applied: freezing would keep this test process's garbage for good.
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(f"threshold {t}"))
+    node = await start_node(tmp_path, rcvbuf=300_000, gc_tuning=True)
+    try:
+        assert calls == ["freeze", "threshold (20000, 10, 10)"]
+        assert node.endpoint is not None and node.endpoint._transport is not None
+        sock = node.endpoint._transport.get_extra_info("socket")
+        # Linux doubles the size (up to net.core.rmem_max); its default is 212992.
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 300_000
+        resp = await post(client, node, encode_uplink("m1", 0, 0, [reading(1.0)]))
+        assert str(resp.code) == "2.04 Changed"
+    finally:
+        await node.stop()
+
+
 async def test_two_sources_on_their_own_paths(tmp_path: Path, client: aiocoap.Context) -> None:
     text = (
         TOPOLOGY.replace(

@@ -213,6 +213,71 @@ def test_nonfinite_floats_become_missing_and_are_counted() -> None:
     assert DEC.decode(one).nonfinite == 1
 
 
+FLOATS: dict[str, FieldType] = {"a": "float", "b": "float", "c": "float"}
+float_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e308, -1e308, 5e-324, -0.0, math.nan, math.inf, -math.inf]),
+    st.integers(-(2**63), 2**64 - 1),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=3),
+)
+
+
+@FAST
+@given(
+    rows=st.lists(
+        st.lists(float_values, max_size=4) | st.dictionaries(st.sampled_from("abcx"), float_values),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_all_float_fast_path_agrees_with_the_general_checks(rows: list[Any]) -> None:
+    """The all-float fast path (every value a finite float) must decide as the general one."""
+    fast = UplinkDecoder(FLOATS)
+    general = UplinkDecoder(FLOATS)
+    general._float_row = None
+    body = pack({"d": "n1", "b": 0, "s": 1, "r": [[i, r] for i, r in enumerate(rows)]})
+    try:
+        want = general.decode(body)
+    except WireError as exc:
+        assert refused(body, fast).diagnostic == exc.diagnostic
+        return
+    got = fast.decode(body)
+    assert got.nonfinite == want.nonfinite
+    assert [a for a, _ in got.readings] == [a for a, _ in want.readings]
+    for (_, g), (_, w) in zip(got.readings, want.readings, strict=True):
+        assert list(g) == list(FLOATS)
+        assert [repr(v) for v in g.values()] == [repr(v) for v in w.values()]
+
+
+def test_all_float_fast_path_edge_cases() -> None:
+    dec = UplinkDecoder(FLOATS)
+    rows = [
+        [0, [1.5, 2.5, 3.5]],  # the fast path
+        [1, [1e308, 1e308, 1e308]],  # huge but finite
+        [2, [math.nan, 1.0, 2.0]],  # NaN: missing, counted
+        [3, [1.0, 2, 3.0]],  # an int for a float
+        [4, [1.0, None, 3.0]],  # missing
+        [5, [1.0, 2.0]],  # shorter
+    ]
+    up = dec.decode(pack({"d": "n1", "b": 0, "s": 1, "r": rows}))
+    assert [list(values.values()) for _, values in up.readings] == [
+        [1.5, 2.5, 3.5],
+        [1e308, 1e308, 1e308],
+        [None, 1.0, 2.0],
+        [1.0, 2.0, 3.0],
+        [1.0, None, 3.0],
+        [1.0, 2.0, None],
+    ]
+    assert type(up.readings[3][1]["b"]) is float and up.nonfinite == 1
+    err = refused(pack({"d": "n1", "b": 0, "s": 1, "r": [[0, [1.0, True, 3.0]]]}), dec)
+    assert err.diagnostic == "r[0].values.b: expected float, got bool"
+    odd = UplinkDecoder({"it's": "float", 'q"\\': "float", "x) or (1": "float"})
+    up = odd.decode(pack({"d": "n1", "b": 0, "s": 1, "r": [[0, [1.0, 2.0, 3.0]]]}))
+    assert up.readings[0][1] == {"it's": 1.0, 'q"\\': 2.0, "x) or (1": 3.0}
+
+
 # -- refusals: code and exact diagnostic -----------------------------------------------------
 
 BAD_DOCS = [

@@ -422,6 +422,12 @@ def build_empty(type: int, mid: int) -> bytes:
 
 Uplink = tuple[int, int, bytes, tuple[str, ...], int | None, bytes]
 
+_SEEN_MAX = 64
+_seen: dict[bytes, tuple[tuple[str, ...], int | None]] = {}
+"""Option blocks (the payload marker included) that ``peek_uplink`` accepted, with what they
+hold: a device sends the same options with every uplink, and so does a whole fleet."""
+_seen_sizes: tuple[int, ...] = ()
+
 
 def peek_uplink(d: bytes) -> Uplink | None:
     """``(type, mid, token, path_segments, content_format, payload)`` for a plain uplink.
@@ -438,6 +444,16 @@ def peek_uplink(d: bytes) -> Uplink | None:
     i = 4 + tkl
     if tkl > 8 or i > n:
         return None
+    # Options already seen, byte for byte, up to their payload marker: parsing is a function
+    # of the bytes read, so they mean what they meant then (a non-empty payload must follow).
+    for size in _seen_sizes:
+        end = i + size
+        if end < n:
+            known = _seen.get(d[i:end])
+            if known is not None:
+                return ((d[0] >> 4) & 3, d[2] << 8 | d[3], d[4:i], known[0], known[1], d[end:])
+    start = i
+    marker = False
     path: list[str] = []
     cf: int | None = None
     number = 0
@@ -448,6 +464,7 @@ def peek_uplink(d: bytes) -> Uplink | None:
             if b == 0xFF:
                 if i == n:
                     return None
+                marker = True
                 break
             # Every accepted option number is below 13, and they come sorted, so an extended
             # delta (nibble 13/14) or a reserved nibble 15 means "not for the lean path".
@@ -478,4 +495,15 @@ def peek_uplink(d: bytes) -> Uplink | None:
                 return None
     except (IndexError, UnicodeDecodeError):
         return None
-    return ((d[0] >> 4) & 3, d[2] << 8 | d[3], d[4 : 4 + tkl], tuple(path), cf, d[i:])
+    segments = tuple(path)
+    if marker:  # the options end with the payload marker: remember them
+        _remember(d[start:i], segments, cf)
+    return ((d[0] >> 4) & 3, d[2] << 8 | d[3], d[4 : 4 + tkl], segments, cf, d[i:])
+
+
+def _remember(block: bytes, path: tuple[str, ...], cf: int | None) -> None:
+    global _seen_sizes
+    if len(_seen) >= _SEEN_MAX:
+        _seen.clear()
+    _seen[block] = (path, cf)
+    _seen_sizes = tuple(sorted({len(b) for b in _seen}))

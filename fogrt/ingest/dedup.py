@@ -69,6 +69,17 @@ class Deduplicator:
 
     def mark(self, device: str, boot: int, seq: int) -> Verdict:
         """Record an uplink; ``new`` means it had not been seen and must be applied."""
+        entry = self._devices.get(device)
+        if entry is not None and entry.boots:
+            last = entry.boots[0]
+            if last.boot == boot and seq > last.hwm:  # the common case: the boot's next uplink
+                shift = seq - last.hwm
+                window = self.window
+                last.bits = (
+                    ((last.bits << shift) | 1) & ((1 << window) - 1) if shift < window else 1
+                )
+                last.hwm = seq
+                return "new"
         verdict = self.check(device, boot, seq)
         if verdict != "new":
             return verdict

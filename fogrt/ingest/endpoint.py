@@ -5,9 +5,9 @@ One UDP socket serves the public port. Each datagram is looked at once:
 - a plain CON/NON ``POST /<prefix>/<source...>`` (only Uri-Path, Content-Format, Uri-Host and
   Uri-Port options; no Block1, OSCORE, Observe) whose first path segment is a registered
   prefix goes to the *hot path*: the caller's handler is called with an :class:`Uplink` and
-  its :class:`Reply` (or a Future of one) is sent back as a piggybacked ACK (CON) or a NON
-  response with a fresh message ID (NON). Stock aiocoap spends ~170 µs of CPU on such a
-  request; this path does the same work in a few µs.
+  its :class:`Reply` (or a Future of one, or a :class:`Later`) is sent back as a piggybacked
+  ACK (CON) or a NON response with a fresh message ID (NON). Stock aiocoap spends ~170 µs of
+  CPU on such a request; this path does the same work in a few µs.
 - everything else (GET with Observe, ``/.well-known/core``, block-wise transfers, any other
   method or resource) is *relayed* to a full aiocoap server on 127.0.0.1:ephemeral, through
   one connected UDP socket per remote peer. Whatever aiocoap sends on that socket
@@ -96,7 +96,22 @@ class Reply(NamedTuple):
     max_age: int | None = None
 
 
-Handler = Callable[[Uplink], "Reply | Awaitable[Reply]"]
+class Later(NamedTuple):
+    """The handler's answer when ``reply`` may only be sent once ``ready`` has completed.
+
+    Many requests may hand out the same ``ready`` future (the ingest log's group commit
+    shares one per fsync): the endpoint adds one callback per future, not per request, and
+    answers all of them when it completes. If ``ready`` fails or is cancelled, each request
+    gets the answer a failed or cancelled handler Future would give.
+    """
+
+    ready: asyncio.Future[Any]
+    reply: Reply
+
+
+Handler = Callable[[Uplink], "Reply | Later | Awaitable[Reply]"]
+_Waiter = tuple[tuple[Address, int], bool, int, bytes, Address, Reply]
+"""A request waiting for its Later: (cache key, confirmable, message ID, token, peer, reply)."""
 
 _MID_MAP_SIZE: Final = 256
 _PENDING: Final = b""  # a CON whose handler has not answered yet
@@ -131,8 +146,9 @@ class _Relay:
 class CoapEndpoint(asyncio.DatagramProtocol):
     """A CoAP endpoint on one UDP port: the hot path for uplinks, aiocoap for the rest.
 
-    ``handler`` is called synchronously for every new uplink; it returns a :class:`Reply`, or
-    a Future (or any awaitable) of one. Raising :class:`~fogrt.errors.IngestError` answers
+    ``handler`` is called synchronously for every new uplink; it returns a :class:`Reply`, a
+    :class:`Later` (a reply to send once a shared future completes), or a Future (or any
+    awaitable) of a reply. Raising :class:`~fogrt.errors.IngestError` answers
     4.00 with the message as diagnostic payload; any other exception answers 5.00 and is
     logged. ``site`` is the aiocoap resource tree (an ``aiocoap.resource.Site``) served by
     the full server.
@@ -171,8 +187,9 @@ class CoapEndpoint(asyncio.DatagramProtocol):
         self._rcvbuf = rcvbuf
         self._max_body = max_body  # block-wise uploads beyond this get 4.13 early
         self._counts: Counter[str] = Counter()
-        self._uplinks = 0  # the two hot counters are plain ints; see ``stats``
+        self._uplinks = 0  # the hot counters are plain ints; see ``stats``
         self._evicted = 0
+        self._later = 0
 
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -193,6 +210,8 @@ class CoapEndpoint(asyncio.DatagramProtocol):
         self._popped = 0  # keys popped from the front of _order so far
         self._inflight: set[tuple[Address, int]] = set()
         self._tasks: set[asyncio.Future[Reply]] = set()
+        # Requests answered by a Later, grouped by its future: one callback per future.
+        self._waiting: dict[asyncio.Future[Any], list[_Waiter]] = {}
         self._relays: OrderedDict[Address, _Relay] = OrderedDict()
         self._relay_ports: dict[int, Address] = {}
 
@@ -224,6 +243,8 @@ class CoapEndpoint(asyncio.DatagramProtocol):
             counts["uplink"] = self._uplinks
         if self._evicted:
             counts["dedup_evicted"] = self._evicted
+        if self._later:
+            counts["deferred"] += self._later
         return counts
 
     @property
@@ -312,6 +333,9 @@ class CoapEndpoint(asyncio.DatagramProtocol):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             if self._rcvbuf:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
+                got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                if got < self._rcvbuf:  # capped (Linux reports double, bookkeeping included)
+                    log.warning("coap_rcvbuf_capped", requested=self._rcvbuf, granted=got)
             sock.bind(sockaddr)
             sock.setblocking(False)
         except BaseException:
@@ -414,6 +438,20 @@ class CoapEndpoint(asyncio.DatagramProtocol):
                 if transport is not None:
                     transport.sendto(data, addr)
                 return
+        if type(result) is Later:
+            # Durable later: one callback per shared future, however many requests wait.
+            self._later += 1
+            ready = result[0]
+            waiting = self._waiting
+            waiters = waiting.get(ready)
+            if waiters is None:
+                if ready.done():
+                    self._answer(ready, [(key, confirmable, mid, token, addr, result[1])])
+                    return
+                waiters = waiting[ready] = []
+                ready.add_done_callback(self._release)
+            waiters.append((key, confirmable, mid, token, addr, result[1]))
+            return
         if isinstance(result, tuple):
             self._respond(key, confirmable, mid, token, addr, result)
             return
@@ -460,6 +498,50 @@ class CoapEndpoint(asyncio.DatagramProtocol):
         except Exception:
             self._counts["internal_error"] += 1
             log.exception("coap_response_failed", peer=addr)
+
+    def _release(self, ready: asyncio.Future[Any]) -> None:
+        waiters = self._waiting.pop(ready, None)
+        if waiters:
+            self._answer(ready, waiters)
+
+    def _answer(self, ready: asyncio.Future[Any], waiters: list[_Waiter]) -> None:
+        """Answer every request that waited for ``ready`` (done) with its Later's reply."""
+        failed: Any = None
+        if ready.cancelled():
+            self._counts["handler_cancelled"] += len(waiters)
+            failed = Reply("5.03")
+        elif (exc := ready.exception()) is not None:
+            if isinstance(exc, IngestError):
+                self._counts["handler_rejected"] += len(waiters)
+                failed = Reply("4.00", str(exc).encode())
+            else:
+                self._counts["handler_failed"] += len(waiters)
+                log.error("coap_handler_failed", requests=len(waiters), exc_info=exc)
+                failed = _INTERNAL_ERROR
+        cache, codes, transport = self._cache, _RESPONSE_CODES, self._transport
+        for key, confirmable, mid, token, addr, reply in waiters:
+            try:
+                if failed is not None:
+                    reply = failed
+                elif confirmable and type(reply) is Reply and reply[2] is None and reply[3] is None:
+                    # The common case, inline: a piggybacked ACK with no options.
+                    code = codes.get(reply[0])
+                    payload = reply[1]
+                    if code is not None and type(payload) is bytes:
+                        data = bytes((0x60 | len(token), code, mid >> 8, mid & 0xFF)) + token
+                        if payload:
+                            data += b"\xff" + payload
+                        if cache.get(key) is _PENDING:
+                            cache[key] = data
+                        elif self._inflight:
+                            self._inflight.discard(key)
+                        if transport is not None:
+                            transport.sendto(data, addr)
+                        continue
+                self._respond(key, confirmable, mid, token, addr, reply)
+            except Exception:
+                self._counts["internal_error"] += 1
+                log.exception("coap_response_failed", peer=addr)
 
     def _respond(
         self,

@@ -23,10 +23,14 @@ from fogrt.errors import StateError
 
 VERSION = 1
 _TAIL = struct.Struct("<IId")
+_pack_tail = _TAIL.pack
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
+    """One decoded record. Read-only by convention: not ``frozen``, which would make each
+    construction several times slower (recovery and replay build one per record)."""
+
     source: str
     device: str
     boot: int
@@ -35,12 +39,26 @@ class Record:
     body: bytes
 
 
+_HEADS_MAX = 1 << 15
+_heads: dict[str, dict[str, bytes]] = {}
+"""The header bytes before the boot epoch, by source then device (bounded, rebuilt at will)."""
+
+
 def encode(source: str, device: str, boot: int, seq: int, arrival: float, body: bytes) -> bytes:
-    s = source.encode()
-    d = device.encode()
-    return b"".join(
-        (bytes((VERSION, len(s))), s, bytes((len(d),)), d, _TAIL.pack(boot, seq, arrival), body)
-    )
+    by_device = _heads.get(source)
+    if by_device is None:
+        if len(_heads) >= 256:
+            _heads.clear()
+        by_device = _heads[source] = {}
+    head = by_device.get(device)
+    if head is None:
+        s = source.encode()
+        d = device.encode()
+        head = bytes((VERSION, len(s))) + s + bytes((len(d),)) + d
+        if len(by_device) >= _HEADS_MAX:
+            by_device.clear()
+        by_device[device] = head
+    return b"".join((head, _pack_tail(boot, seq, arrival), body))
 
 
 def decode(blob: bytes) -> Record:

@@ -9,7 +9,9 @@ For every ``POST /r/<source>`` that reaches the hot path:
    is reached, the answer is 5.03 with Max-Age: the device backs off and resends later;
 4. ``(device, boot, seq)`` is deduplicated; a new uplink is appended to the ingest log;
 5. the answer — 2.04 with the device's control delta — is sent only once the record (or,
-   for a duplicate, everything appended before it) is durable.
+   for a duplicate, everything appended before it) is durable: the handler returns a
+   :class:`~fogrt.ingest.endpoint.Later` on the group commit's shared future, so a whole
+   batch of answers costs one callback, not a future per request.
 
 Every rejection is counted by reason in :attr:`IngestService.rejected`.
 """
@@ -27,7 +29,7 @@ import structlog
 from fogrt.control import ControlStore
 from fogrt.ingest import record
 from fogrt.ingest.dedup import Deduplicator
-from fogrt.ingest.endpoint import Reply, Uplink
+from fogrt.ingest.endpoint import Later, Reply, Uplink
 from fogrt.ingest.registry import DeviceRegistry
 from fogrt.ingest.wire import (
     CONTENT_FORMAT,
@@ -86,6 +88,7 @@ class IngestService:
         self.rejected: Counter[str] = Counter()
         self.on_ack: Callable[[float], None] | None = None
         """Called with the seconds from request to durable 2.04 (metrics); must be cheap."""
+        self._acks: dict[asyncio.Future[None], list[float]] = {}
         # An empty 2.04 carries no Content-Format: the endpoint answers it on its inline path.
         self._ok = Reply("2.04")
         self.decoded: dict[int, tuple[str, DecodedUplink, float]] = {}
@@ -99,7 +102,7 @@ class IngestService:
 
     # -- the handler -----------------------------------------------------------------------
 
-    def handle(self, up: Uplink) -> Reply | asyncio.Future[Reply]:
+    def handle(self, up: Uplink) -> Reply | Later:
         self.received += 1
         entry = self.sources.get((up.prefix, up.source))
         if entry is None:
@@ -164,7 +167,27 @@ class IngestService:
             if self.on_ack is not None:
                 self.on_ack(time.time() - now)
             return reply
-        return _after(ingest_log.wait_durable(offset), reply, self.on_ack, now)
+        durable = ingest_log.wait_durable(offset)
+        if self.on_ack is not None:
+            self._ack_when(durable, now)
+        return Later(durable, reply)
+
+    def _ack_when(self, durable: asyncio.Future[None], since: float) -> None:
+        """Report to ``on_ack`` when ``durable`` succeeds (one callback per future)."""
+        waiting = self._acks.get(durable)
+        if waiting is None:
+            waiting = self._acks[durable] = []
+            durable.add_done_callback(self._acked)
+        waiting.append(since)
+
+    def _acked(self, durable: asyncio.Future[None]) -> None:
+        waiting = self._acks.pop(durable, ())
+        on_ack = self.on_ack
+        if on_ack is None or durable.cancelled() or durable.exception() is not None:
+            return
+        now = time.time()
+        for since in waiting:
+            on_ack(now - since)
 
     def _reject(self, reason: str, code: str, diagnostic: bytes) -> Reply:
         self.rejected[reason] += 1
@@ -210,28 +233,3 @@ class IngestService:
 
 def _reason(code: str) -> str:
     return {"4.00": "malformed", "4.13": "too_large", "4.15": "content_format"}.get(code, code)
-
-
-def _after(
-    durable: asyncio.Future[None],
-    reply: Reply,
-    on_ack: Callable[[float], None] | None,
-    since: float,
-) -> asyncio.Future[Reply]:
-    """A future of ``reply`` that completes when ``durable`` does (fails if it fails)."""
-    out: asyncio.Future[Reply] = durable.get_loop().create_future()
-
-    def done(f: asyncio.Future[None]) -> None:
-        if out.done():
-            return
-        if f.cancelled():
-            out.cancel()
-        elif (exc := f.exception()) is not None:
-            out.set_exception(exc)
-        else:
-            out.set_result(reply)
-            if on_ack is not None:
-                on_ack(time.time() - since)
-
-    durable.add_done_callback(done)
-    return out

@@ -396,6 +396,8 @@ class Uplink:
 
 _UPLINK_KEYS: Final = ("d", "b", "s", "v", "p", "q", "t", "r")
 _PY_TYPES: Final[dict[str, type]] = {"float": float, "int": int, "bool": bool, "str": str}
+_DEVICE_CACHE: Final = 1 << 15
+"""Valid device ids remembered per decoder (about 2 MiB when full)."""
 
 
 class UplinkDecoder:
@@ -418,6 +420,7 @@ class UplinkDecoder:
         self._want: dict[str, type] = dict(zip(self._names, self._types, strict=True))
         self._nfields = len(self._names)
         self._template: dict[str, Value] = dict.fromkeys(self._names)
+        self._float_row = _float_row(self._names) if set(self._types) == {float} else None
         self._devices: set[str] = set()
         self._unpack = limits.unpacker(
             arrays=max(limits.max_readings, self._nfields),
@@ -426,8 +429,8 @@ class UplinkDecoder:
 
     def _remember(self, device: str) -> None:
         """Cache a valid device id (the regex costs more than the rest of the header)."""
-        if len(self._devices) >= 4096:
-            self._devices.clear()
+        if len(self._devices) >= _DEVICE_CACHE:
+            self._devices.pop()  # an arbitrary one: a fleet larger than the cache still hits
         self._devices.add(device)
 
     def decode(self, body: bytes) -> Uplink:
@@ -479,6 +482,7 @@ class UplinkDecoder:
 
         names, types, want, nfields = self._names, self._types, self._want, self._nfields
         template = self._template
+        float_row = self._float_row
         readings: list[Reading] = []
         append = readings.append
         nonfinite = 0
@@ -490,6 +494,12 @@ class UplinkDecoder:
                 raise _expected(f"r[{i}].age", "int", age)
             if not 0 <= age <= MAX_AGE_MS:
                 raise _bad(f"r[{i}].age: {age} out of range 0..{MAX_AGE_MS}")
+            if float_row is not None and type(values) is tuple and len(values) == nfields:
+                # The common uplink: every field a float, every value a finite float.
+                row = float_row(values)
+                if row is not None:
+                    append((age / 1000, row))
+                    continue
             out = template.copy()
             # The two forms share the checks, written out twice to keep the hot loop flat:
             # exact type, or nil, or int for float; NaN/inf floats become None (counted).
@@ -532,6 +542,30 @@ class UplinkDecoder:
         return Uplink(
             device, boot, seq, version, battery_mv, battery_pct, clock, readings, nonfinite
         )
+
+
+def _float_row(names: tuple[str, ...]) -> Callable[[tuple[Any, ...]], dict[str, Value] | None]:
+    """For a source whose fields are all floats: a function of a compact reading with one value
+    per field that returns its values as a dict when every one is a finite float, else None
+    (the general checks then decide). Generated once per schema, as ``dataclasses`` generates
+    methods: unrolled, it takes about 0.5 µs for 3 fields where the loop takes 1.1 µs. Only
+    ``repr`` of the field names reaches the source text.
+    """
+    vs = [f"v{i}" for i in range(len(names))]
+    is_float = " and ".join(f"type({v}) is float" for v in vs)
+    finite = " and ".join(f"{v} - {v} == 0.0" for v in vs)  # NaN and inf give NaN
+    row = ", ".join(f"{name!r}: {v}" for name, v in zip(names, vs, strict=True))
+    source = (
+        f"def float_row(values):\n"
+        f"    {', '.join(vs)}, = values\n"
+        f"    if {is_float} and {finite}:\n"
+        f"        return {{{row}}}\n"
+        f"    return None\n"
+    )
+    namespace: dict[str, Any] = {"type": type, "float": float}
+    exec(source, namespace)  # the source holds repr() of the names, nothing else
+    function: Callable[[tuple[Any, ...]], dict[str, Value] | None] = namespace["float_row"]
+    return function
 
 
 def _shape(value: object) -> str:

@@ -9,20 +9,23 @@ A segment that was verified at open by its whole-file CRC only is indexed on its
 
 from __future__ import annotations
 
+import zlib
 from bisect import bisect_right
 
 from fogrt.log.errors import LogCorruptError
 from fogrt.log.format import (
     HEADER_SIZE,
+    LEN_CRC,
     REC_HEADER,
     SEAL_MARK,
     Window,
-    record_crc,
+    length_crc,
     scan_segment,
 )
 from fogrt.log.segments import Segment
 
 _unpack_header = REC_HEADER.unpack_from
+_crc32 = zlib.crc32
 MAX_CURSORS = 8
 
 
@@ -117,7 +120,7 @@ class LogReader:
                 end = 8 + n
             if out is not None:
                 payload = buf[rel + 8 : end]
-                if record_crc(payload, n) != crc:
+                if _crc32(payload, LEN_CRC[n] if n < 4096 else length_crc(n)) != crc:
                     raise LogCorruptError(seg.path, pos, "record CRC mismatch")
                 out.append((offset, payload))
             pos += end - rel
