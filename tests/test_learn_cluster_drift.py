@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from fogrt.errors import FieldError, ParamError
-from fogrt.event import Event
+from fogrt.event import LATE, Event
 from fogrt.operator import Operator, build
 from operators.learn import Cluster, Drift
 
@@ -105,6 +106,21 @@ def test_drift_skips_missing_values_and_is_seeded() -> None:
     b = [e.fields["drift"] for e in run(build(Drift, {"field": "v", "detector": kswin}), events)]
     assert a == b and any(a)
     assert not any(d for d, e in zip(a, events, strict=True) if e.fields["v"] is None)
+
+
+def test_drift_keeps_the_envelope_and_reads_only_finite_numbers() -> None:
+    op = build(Drift, {"field": "v", "detector": [{"PageHinkley": {"min_instances": 5}}]})
+    values: list[Any] = [1.0, 2, None, math.nan, -math.inf, "x", True] + [1.0] * 30 + [50.0] * 5
+    seen = 0
+    for i, v in enumerate(values):
+        fields = {"v": v, "drift": "upstream"}
+        e = Event("k", i, float(i), fields, arrival=9.0, flags=LATE)
+        (o,) = op.process(e)
+        assert (o.key, o.seq, o.time, o.arrival, o.flags) == ("k", i, float(i), 9.0, LATE)
+        assert fields == {"v": v, "drift": "upstream"}  # the input is untouched
+        assert list(o.fields) == ["v", "drift"] and type(o.fields["drift"]) is bool
+        seen += o.fields["drift"]
+    assert seen >= 1 and op.metrics() == {"events": len(values), "drifts": seen}
 
 
 def test_drift_params_and_schema() -> None:

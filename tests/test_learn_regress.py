@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fogrt.errors import FieldError, ParamError
-from fogrt.event import Event
+from fogrt.event import IMPUTED, LATE, Event
 from fogrt.operator import build
 from operators.learn import Forecast, Regress
 
@@ -147,6 +147,32 @@ def test_error_is_of_the_forecast_made_horizon_steps_ago() -> None:
         assert e.fields["error"] == expected
         made.append(e.fields["forecast"])
     assert op.metrics()["learned"] == 200
+
+
+def test_forecast_keeps_the_envelope_and_learns_only_finite_numbers() -> None:
+    op = build(Forecast, {"target": "v"})
+    values: list[Any] = [1.0, 2, 3.0, None, math.nan, math.inf, True, "x", 4.0, 5.0]
+    out = []
+    for i, v in enumerate(values):
+        fields = {"v": v, "n": i}
+        e = Event("k", 10 + i, 100.0 + i, fields, arrival=200.0 + i, flags=IMPUTED | LATE)
+        (o,) = op.process(e)
+        assert (o.key, o.seq, o.time, o.arrival, o.flags) == (
+            "k",
+            10 + i,
+            100.0 + i,
+            200.0 + i,
+            IMPUTED | LATE,
+        )
+        assert e.fields is fields and list(fields) == ["v", "n"]  # the input is untouched
+        assert list(o.fields)[:2] == ["v", "n"] and o.fields["v"] is v
+        out.append(o)
+    learned = [0, 1, 2, 8, 9]  # 1.0, 2, 3.0, 4.0 and 5.0
+    assert op.metrics()["events"] == 10 and op.metrics()["learned"] == len(learned)
+    # HoltWinters forecasts from its second value on; an unlearned event forecasts nothing
+    assert [o.fields["forecast"] is not None for o in out] == [i in learned[1:] for i in range(10)]
+    assert all(type(o.fields["forecast"]) is float for o in out if o.fields["forecast"] is not None)
+    assert out[2].fields["error"] == 3.0 - out[1].fields["forecast"]  # the int 2 was learned
 
 
 def test_holt_winters_on_the_airline_passengers() -> None:

@@ -174,9 +174,12 @@ class Drift(Operator):
         self._drifts = 0
 
     def process(self, event: Event) -> tuple[Event, ...]:
+        # The hot path of a sub-microsecond detector: the output event is built directly
+        # (``Event.replace`` costs a call and keyword parsing more) and the fields copied
+        # with ``dict.copy``.
         self._events += 1
-        out = dict(event.fields)
-        value = out.get(self.field)
+        values = event.fields
+        value = values.get(self.field)
         drift = False
         if value is not None and value.__class__ is not str and -_INF < value < _INF:  # type: ignore[operator]
             detector = self._detector
@@ -184,8 +187,9 @@ class Drift(Operator):
             if detector.drift_detected:
                 drift = True
                 self._drifts += 1
+        out = values.copy()
         out["drift"] = drift
-        return (event.replace(fields=out),)
+        return (Event(event.key, event.seq, event.time, out, event.arrival, event.flags),)
 
     def schema(self, upstream: Schema) -> dict[str, FieldType]:
         check_field(upstream, self.field, "field", numeric=True)
