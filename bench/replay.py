@@ -39,6 +39,8 @@ LIMITS = {"current": (0.0, 10.0), "temperature": (-20.0, 150.0), "voltage": (0.0
 SIZE = 10.0
 QUANTILE = 0.99
 WARMUP = 20
+NEEDED = math.ceil(1.0 / (1.0 - QUANTILE) - 1e-9)
+"""Scores a quantile threshold needs before it gives a limit (as learn.anomaly's)."""
 SEED = 7
 HST = {"n_trees": 10, "height": 8, "window_size": 100}
 
@@ -130,6 +132,7 @@ def bare_loop(csv_path: Path, out_path: Path) -> float:
     models: dict[str, Any] = {}
     quantiles: dict[str, Any] = {}
     learned: dict[str, int] = {}
+    thresholded: dict[str, int] = {}
     windows: dict[str, dict[int, list[list[float]]]] = {}
     done: dict[str, float] = {}
     limits = [(FIELDS.index(k), lo, hi) for k, (lo, hi) in LIMITS.items()]
@@ -160,14 +163,20 @@ def bare_loop(csv_path: Path, out_path: Path) -> float:
                     preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=SEED, **HST)
                 )
                 quantiles[device] = stats.Quantile(QUANTILE)
-                learned[device] = 0
+                learned[device] = thresholded[device] = 0
+            # learn.anomaly's semantics (operators/learn/thresholds.py): the threshold
+            # learns the scores once HalfSpaceTrees' first window is full (every score is
+            # 0 before), and a 0.99-quantile gives no limit before 100 of them.
+            ready = not model["HalfSpaceTrees"]._first_window
             score = float(model.score_one(x))
-            model.learn_one(x)
             learned[device] += 1
             q = quantiles[device]
-            limit = q.get()
+            limit = q.get() if thresholded[device] >= NEEDED else None
             flag = learned[device] > WARMUP and limit is not None and score > limit
-            q.update(score)
+            model.learn_one(x)
+            if ready:
+                q.update(score)
+                thresholded[device] += 1
             if flag:
                 rec = {
                     "device": device,
