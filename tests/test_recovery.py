@@ -198,6 +198,10 @@ def test_redis_killed_and_restarted_mid_stream(
         seed = int(os.environ.get("FOGRT_TEST_SEED", random.randrange(1 << 30)))
         print(f"kill moments seed: {seed}")
 
+        def outage_seen() -> bool:
+            logs = "".join(p.read_text() for p in (tmp_path / "out").glob("node-*.log"))
+            return "checkpoint_failed" in logs or "state_backend_unavailable" in logs
+
         async def outage() -> None:
             # Redis goes away while the stream is flowing and the node keeps acknowledging
             # (a node starting up would not notice a short outage): it comes back once the
@@ -207,13 +211,17 @@ def test_redis_killed_and_restarted_mid_stream(
                 await asyncio.sleep(0.005)
             await asyncio.to_thread(redis.kill)
             down_at = harness.fleet.acked
-            await asyncio.sleep(1.0)
-            # ...but at most 5 s: a node restarted meanwhile waits for Redis to start.
-            give_up = asyncio.get_running_loop().time() + 4.0
-            while (
-                harness.fleet.acked < min(down_at + 200, total)
-                and asyncio.get_running_loop().time() < give_up
-            ):
+            loop = asyncio.get_running_loop()
+            # Down until the node has noticed (a failed checkpoint, or a restarted node
+            # waiting for its state): on a busy machine a restart can take longer than any
+            # fixed outage, and would then never see it.
+            deadline = loop.time() + 60.0
+            while not outage_seen() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            # ...and until the devices got 200 more acknowledgements without it, at most
+            # 4 s more (a node restarted meanwhile waits for Redis to start).
+            give_up = loop.time() + 4.0
+            while harness.fleet.acked < min(down_at + 200, total) and loop.time() < give_up:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.5)  # checkpoint attempts after the last of those records
             await asyncio.to_thread(redis.start)
@@ -225,10 +233,7 @@ def test_redis_killed_and_restarted_mid_stream(
             return fleet
 
         asyncio.run(run())
-        logs = "".join(p.read_text() for p in (tmp_path / "out").glob("node-*.log"))
-        assert "checkpoint_failed" in logs or "state_backend_unavailable" in logs, (
-            "the outage was seen by the node"
-        )
+        assert outage_seen(), "the outage was seen by the node"
         monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
         operators = final_checkpoint(harness, redis.url)
         check_exactly_once(operators)
