@@ -115,6 +115,21 @@ def test_event_without_features_passes_through() -> None:
     assert op.metrics()["events"] == 4
 
 
+def test_output_keeps_the_event_and_its_fields() -> None:
+    """Key, seq, times and flags pass through; the input's fields are copied, not changed."""
+    op = make(fields=["x"], model="ControlChart", threshold={"fixed": 3.0}, warmup=20)
+    for i in range(40):
+        op.process(Event("dev", i, float(i), {"x": float(i % 3)}))
+    for fields in ({"x": 50.0, "note": "n", "score": "old"}, {"x": None, "note": "n"}):
+        event = Event("dev", 77, 123.5, dict(fields), 124.0, 1)
+        (out,) = op.process(event)
+        assert (out.key, out.seq, out.time, out.arrival, out.flags) == ("dev", 77, 123.5, 124.0, 1)
+        assert event.fields == fields
+        assert list(out.fields)[:2] == ["x", "note"]
+    assert out.fields == {"x": None, "note": "n", "score": None, "is_anomaly": False}
+    assert op.metrics()["anomalies"] == 1
+
+
 def test_all_numeric_fields_by_default() -> None:
     op = make(threshold={"fixed": 0.5})
     (out,) = op.process(Event("dev", 1, 1.0, {"a": 1.0, "b": 2, "flag": True, "s": "x"}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import pickle
 import random
 from typing import Any
@@ -209,6 +210,77 @@ def test_control_chart_grace_missing_features_and_clone() -> None:
         ControlChart(alpha=0.0)
     with pytest.raises(ValueError, match="grace_period"):
         ControlChart(grace_period=1)
+
+
+def _chart_reference(
+    alpha: float, grace: int, stream: list[tuple[str, dict[str, float]]]
+) -> list[float]:
+    """The documented chart, written plainly: the scores of the ``score`` steps (each
+    ``learn`` step learns the event the step before scored: the average does not move)."""
+    ewma: dict[str, float] = {}
+    stats: dict[str, list[float]] = {}
+    scores = []
+    for op, x in stream:
+        for name, value in x.items() if op == "score" else ():
+            ewma[name] = value if name not in ewma else ewma[name] + alpha * (value - ewma[name])
+        if op == "score":
+            worst = 0.0
+            for name, (n, mean, m2) in stats.items():
+                if n >= grace and name in x:
+                    scale = max(math.sqrt(m2 / n), 1e-9 * (1.0 + abs(mean)))
+                    worst = max(worst, abs(ewma[name] - mean) / scale)
+            scores.append(worst)
+            continue
+        for name in x:
+            s = stats.setdefault(name, [0.0, 0.0, 0.0])
+            s[0] += 1.0
+            d = ewma[name] - s[1]
+            s[1] += d / s[0]
+            s[2] += d * (ewma[name] - s[1])
+    return scores
+
+
+def test_control_chart_scores_exactly_as_documented() -> None:
+    """Scores equal the plain formula to the last bit: learned and unlearned events mixed,
+    features missing now and then, a rare feature slow to reach the grace period."""
+    rng = random.Random(5)
+    stream: list[tuple[str, dict[str, float]]] = []
+    for i in range(600):
+        x = {"a": rng.gauss(10.0, 2.0), "b": rng.gauss(-3.0, 0.1) + (5.0 if i > 500 else 0.0)}
+        if rng.random() < 0.2:
+            del x["a"]
+        if i % 97 == 0:
+            x["rare"] = rng.random()
+        stream.append(("score", x))
+        if i < 300 or rng.random() < 0.3:
+            stream.append(("learn", x))
+    chart = ControlChart(alpha=0.3, grace_period=7)
+    scores = []
+    for op, x in stream:
+        if op == "score":
+            scores.append(chart.score_one(x))
+        else:
+            chart.learn_one(x)
+    assert scores == _chart_reference(0.3, 7, stream)
+    assert sum(score > 0.0 for score in scores) > 500 and max(scores) > 10.0
+
+
+def test_control_chart_restores_from_a_state_without_its_scale_cache() -> None:
+    """A chart pickled before it kept ``_scales`` (older snapshots) scores the same."""
+    rng = random.Random(6)
+    chart = ControlChart(alpha=0.2)
+    for _ in range(50):
+        chart.learn_one({"v": rng.gauss(0.0, 1.0), "w": rng.gauss(5.0, 1.0)})
+    old = pickle.loads(pickle.dumps(chart))
+    del old.__dict__["_scales"]
+    old = pickle.loads(pickle.dumps(old))
+    assert "_scales" not in vars(old)
+    for i in range(30):
+        x = {"v": rng.gauss(0.5, 1.0), "w": rng.gauss(5.0, 1.0)}
+        assert old.score_one(x) == chart.score_one(x)
+        if i % 3 == 0:
+            old.learn_one(x)
+            chart.learn_one(x)
 
 
 def test_nested_estimator_specs() -> None:

@@ -79,6 +79,24 @@ def test_null() -> None:
     assert only(op.process(ev(temp=1.0, hum=50.0))).fields["range_violation"] is None
 
 
+def test_null_checks_every_field_after_the_first_clean_ones() -> None:
+    op = build(RangeCheck, {"limits": {"a": [0, 1], "b": [0, 1], "c": [0, 1]}, "action": "null"})
+    out = only(op.process(ev(a=0.5, b=2.0, c=math.nan, d=9.0)))
+    assert out.fields == {"a": 0.5, "b": None, "c": None, "d": 9.0, "range_violation": "b>1;c=nan"}
+    clean = ev(99, a=0.5, b=None, d=9.0)
+    out = only(op.process(clean))
+    assert out.fields == {"a": 0.5, "b": None, "d": 9.0, "range_violation": None}
+    assert (out.key, out.seq, out.time, out.arrival, out.flags) == ("dev-1", 99, 1099.0, 5.0, 1)
+    assert clean.fields == {"a": 0.5, "b": None, "d": 9.0}
+    assert op.metrics() == {
+        "dropped": 0,
+        "violations": 2,
+        "violations.a": 0,
+        "violations.b": 1,
+        "violations.c": 1,
+    }
+
+
 def test_clip() -> None:
     op = make(action="clip")
     out = only(op.process(ev(temp=99.5, hum=-3.0)))

@@ -17,6 +17,9 @@ LearnMode = Literal["always", "normal", "warmup"]
 DEFAULT_MODEL = "MinMaxScaler | HalfSpaceTrees"
 DEFAULT_THRESHOLD: Mapping[str, float] = {"quantile": 0.99}
 
+_INF = float("inf")
+_NEG_INF = -_INF
+
 
 class _Track:
     """What one device has of its own: normalisation (when shared), threshold, counter."""
@@ -172,6 +175,10 @@ class Anomaly(Operator):
             self._model = models.compose(steps)
             self._pre = None
         self._detector = steps[-1]
+        # Only some detectors say when their scores are real (HalfSpaceTrees, GaussianScorer);
+        # for the others, looking ``ready`` up on every event costs a failed attribute lookup.
+        detector_type = type(self._detector)
+        self._has_ready = hasattr(detector_type, "ready") or hasattr(self._detector, "ready")
         self._track = _Track(None, thresholds.build(threshold))
         self._tracks: dict[Key, _Track] = {}
         self._events = 0
@@ -199,45 +206,62 @@ class Anomaly(Operator):
         return track
 
     def process(self, event: Event) -> tuple[Event, ...]:
+        # The hot path: the features gathered inline (``numeric_x`` for known fields), the
+        # output event built directly (``Event.replace`` costs a call and keyword parsing
+        # more), the fields copied with ``dict.copy``, the limit asked for only when it can
+        # flag, and no attribute lookup on the detector for a ``ready`` it does not have.
         self._events += 1
-        x = numeric_x(event.fields, self._fields)
-        out = dict(event.fields)
+        values = event.fields
+        names = self._fields
+        if names is None:
+            x = numeric_x(values, None)
+        else:
+            x = {}
+            get = values.get
+            lo, hi = _NEG_INF, _INF
+            for name in names:
+                v = get(name)
+                if v is not None and lo < v < hi:  # type: ignore[operator]
+                    x[name] = v  # type: ignore[assignment]
+        out = values.copy()
         if not x:
             out["score"] = None
             out["is_anomaly"] = False
-            return (event.replace(fields=out),)
+            return (Event(event.key, event.seq, event.time, out, event.arrival, event.flags),)
         track = self._track_of(event.key) if self.shared else self._track
         pre = track.pre
         model = self._model
-        ready = getattr(self._detector, "ready", True)
+        ready = self._detector.ready if self._has_ready else True
         score = float(model.score_one(x if pre is None else pre.transform_one(x)))
-        track.scored += 1
-        warm = track.scored <= self.warmup
-        limit = track.threshold.limit()
-        flag = not warm and limit is not None and score > limit
-        if self.learn == "always":
-            learn = True
-        elif self.learn == "normal":
-            learn = not flag or not ready
+        scored = track.scored = track.scored + 1
+        if scored <= self.warmup:
+            warm = True
+            flag = False
         else:
-            learn = warm or not ready
-        if learn:
-            self._learn_one(x, pre)
+            warm = False
+            limit = track.threshold.limit()
+            flag = limit is not None and score > limit
+        learn = self.learn
+        if learn == "warmup":
+            learning = warm or not ready
+        elif learn == "always":
+            learning = True
+        else:
+            learning = not flag or not ready
+        if learning:
+            self._learned += 1
+            if pre is None:
+                model.learn_one(x)
+            else:
+                pre.learn_one(x)
+                model.learn_one(pre.transform_one(x))
             if ready:
                 track.threshold.update(score)
         if flag:
             self._anomalies += 1
         out["score"] = score
         out["is_anomaly"] = flag
-        return (event.replace(fields=out),)
-
-    def _learn_one(self, x: dict[str, float], pre: Any) -> None:
-        self._learned += 1
-        if pre is None:
-            self._model.learn_one(x)
-        else:
-            pre.learn_one(x)
-            self._model.learn_one(pre.transform_one(x))
+        return (Event(event.key, event.seq, event.time, out, event.arrival, event.flags),)
 
     def schema(self, upstream: Schema) -> dict[str, FieldType]:
         check_features(upstream, self.fields, (), numeric=True)

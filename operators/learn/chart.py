@@ -49,6 +49,13 @@ class ControlChart(AnomalyDetector):
     16.9
     """
 
+    # Per learned feature with at least ``grace_period`` events: ``(mean, scale)``, the mean
+    # of the average and the denominator of its z-score, kept up to date by ``learn_one`` so
+    # that ``score_one`` (every event, while the chart may learn once in many) takes no
+    # square root. None: to be rebuilt from ``_stats`` (a chart restored from a snapshot
+    # taken before this cache existed has no instance attribute, hence this class default).
+    _scales: dict[Hashable, tuple[float, float]] | None = None
+
     def __init__(self, alpha: float = 0.2, grace_period: int = 10) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
@@ -59,6 +66,7 @@ class ControlChart(AnomalyDetector):
         self._ewma: dict[Hashable, float] = {}
         self._stats: dict[Hashable, list[float]] = {}  # feature -> [n, mean, M2]
         self._advanced = False  # score_one advanced the average for the coming learn_one
+        self._scales = {}
 
     def _advance(self, x: dict[Hashable, Any]) -> None:
         ewma, alpha = self._ewma, self.alpha
@@ -66,33 +74,55 @@ class ControlChart(AnomalyDetector):
             e = ewma.get(name)
             ewma[name] = value if e is None else e + alpha * (value - e)
 
+    def _rebuild_scales(self) -> dict[Hashable, tuple[float, float]]:
+        scales: dict[Hashable, tuple[float, float]] = {}
+        grace = self.grace_period
+        for name, (n, mean, m2) in self._stats.items():
+            if n >= grace:
+                scales[name] = (mean, max(math.sqrt(m2 / n), _FLOOR * (1.0 + abs(mean))))
+        self._scales = scales
+        return scales
+
     def score_one(self, x: dict[Hashable, Any]) -> float:
-        self._advance(x)
-        self._advanced = True
+        # The average advanced and the features scored in one pass over ``x``: a feature is
+        # scored when it is in ``x`` and has had ``grace_period`` learned events (the largest
+        # deviation does not depend on the order the features are visited in).
+        scales = self._scales
+        if scales is None:
+            scales = self._rebuild_scales()
+        ewma, alpha = self._ewma, self.alpha
+        get, scale_of = ewma.get, scales.get
         worst = 0.0
-        ewma, grace = self._ewma, self.grace_period
-        for name, s in self._stats.items():
-            n, mean, m2 = s
-            if n < grace or name not in x:
-                continue
-            std = math.sqrt(m2 / n)
-            z = abs(ewma[name] - mean) / max(std, _FLOOR * (1.0 + abs(mean)))
-            if z > worst:
-                worst = z
+        for name, value in x.items():
+            e = get(name)
+            e = value if e is None else e + alpha * (value - e)
+            ewma[name] = e
+            s = scale_of(name)
+            if s is not None:
+                mean, scale = s
+                z = abs(e - mean) / scale
+                if z > worst:
+                    worst = z
+        self._advanced = True
         return worst
 
     def learn_one(self, x: dict[Hashable, Any]) -> None:
         if not self._advanced:
             self._advance(x)
         self._advanced = False
-        stats = self._stats
+        scales = self._scales
+        if scales is None:
+            scales = self._rebuild_scales()
+        stats, ewma, grace = self._stats, self._ewma, self.grace_period
         for name in x:
-            e = self._ewma[name]
+            e = ewma[name]
             s = stats.get(name)
             if s is None:
                 s = stats[name] = [0.0, 0.0, 0.0]
             n = s[0] + 1.0
             d = e - s[1]
             s[0] = n
-            s[1] += d / n
-            s[2] += d * (e - s[1])
+            mean = s[1] = s[1] + d / n
+            m2 = s[2] = s[2] + d * (e - mean)
+            if n >= grace:
+                scales[name] = (mean, max(math.sqrt(m2 / n), _FLOOR * (1.0 + abs(mean))))

@@ -177,16 +177,17 @@ class Tumbling(WindowOperator):
                 v = get(name)
                 if v is None or v != v:  # missing or NaN
                     continue
-                n = a[0] + 1
+                # add_values' update, with the accumulator read at once (fewer subscripts).
+                n, mean, m2, lo, hi = a
+                n += 1
                 a[0] = n
-                mean = a[1]
                 d = v - mean
                 mean += d / n
                 a[1] = mean
-                a[2] += d * (v - mean)
-                if v < a[3]:
+                a[2] = m2 + d * (v - mean)
+                if v < lo:
                     a[3] = v
-                if v > a[4]:
+                if v > hi:
                     a[4] = v
         elif self._fast_discover:
             w[1] += 1
