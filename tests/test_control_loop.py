@@ -133,6 +133,23 @@ async def test_imputation_uses_the_control_the_device_applied(
     assert [r.get("flags") for r in rows(tmp_path)] == [None, None]
 
 
+async def test_a_clock_that_jumps_is_a_gap_not_millions_of_imputed_samples(
+    tmp_path: Path, client: aiocoap.Context
+) -> None:
+    node = await start(tmp_path, DELTA)
+    try:
+        await send(client, node, "r1", 0, T0, {"temp": 20.0, "hum": 40.0}, version=0)
+        # 30 years later by its clock (every 10 s a sample): a loss or a broken clock, not
+        # 95 million suppressed samples; the node answers at once and keeps going.
+        later = T0 + 30 * 365 * 86400
+        await send(client, node, "r1", 1, later, {"temp": 20.1, "hum": 40.0}, version=1)
+        await send(client, node, "r1", 2, later + 30, {"temp": 20.1, "hum": 40.0}, version=1)
+        assert node.control_loop is not None
+        assert node.control_loop.counters()["imputed"] == 2  # only the last gap's two
+    finally:
+        await node.stop()
+
+
 GROUPS = HEAD + textwrap.dedent("""\
     control:
       policy: {use: policy.dual_prediction, with: {epsilon: 0.2}}

@@ -146,8 +146,12 @@ def test_protocol_decides_as_the_edge_agent_predictor(control: Control) -> None:
 
 
 def test_fog_imputation_equals_the_device_forecasts() -> None:
-    control = Control(
-        tx="predict", epsilon=0.08, sample_period=10.0, coeffs=coeffs_from_trend(holt(6, 0.3, 0.9))
+    control = Control(  # the heartbeat below: every 120 samples, i.e. 1200 s
+        interval=1200,
+        tx="predict",
+        epsilon=0.08,
+        sample_period=10.0,
+        coeffs=coeffs_from_trend(holt(6, 0.3, 0.9)),
     )
     device_history: list[float] = []
     last: float | None = None

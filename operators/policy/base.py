@@ -31,7 +31,13 @@ from typing import Any, ClassVar, Self
 from fogrt.control.policy import Decision, Reading
 from fogrt.ingest.wire import Control
 from fogrt.operator import signature
-from operators.policy.protocol import impute, predict, remember, suppressed_times
+from operators.policy.protocol import (
+    MAX_SUPPRESSED_INTERVALS,
+    impute,
+    predict,
+    remember,
+    suppressed_times,
+)
 
 __all__ = ["Decision", "Mirror", "Policy", "Reading"]
 
@@ -58,7 +64,9 @@ class Mirror:
         applied = reading.applied
         imputed: list[tuple[float, float]] = []
         if self.last_time is not None:
-            times = suppressed_times(self.last_time, reading.time, applied.sample_period)
+            times = suppressed_times(
+                self.last_time, reading.time, applied.sample_period, applied.interval
+            )
             values = impute(applied, self.history, self.last_sent, len(times))
             imputed = list(zip(times, values, strict=False))
         reference: float | None = None
@@ -79,6 +87,7 @@ class Mirror:
             return []
         step = applied.sample_period
         n = int((until - self.last_time) / step) if step > 0.0 else 0
+        n = min(n, int(MAX_SUPPRESSED_INTERVALS * max(applied.interval, step) / step))
         times = [self.last_time + step * (j + 1) for j in range(max(n, 0))]
         values = impute(applied, list(self.history), self.last_sent, len(times))
         return list(zip(times, values, strict=False))

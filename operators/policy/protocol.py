@@ -46,6 +46,7 @@ from typing import Final
 from fogrt.ingest.wire import Control
 
 __all__ = [
+    "MAX_SUPPRESSED_INTERVALS",
     "NAIVE",
     "depth",
     "heartbeat_due",
@@ -138,18 +139,31 @@ def in_burst(control: Control, epoch: float) -> bool:
     return bool(control.burst_until) and epoch < control.burst_until
 
 
-def suppressed_times(previous: float, current: float, sample_period: float) -> list[float]:
+MAX_SUPPRESSED_INTERVALS = 10
+"""A device reports at least once per report interval (its heartbeat), retrying through
+outages; a gap of more than this many intervals between two received readings is a loss
+(dropped readings, a clock that jumped), not a run of suppressed samples: nothing is imputed."""
+
+
+def suppressed_times(
+    previous: float, current: float, sample_period: float, interval: float | None = None
+) -> list[float]:
     """The sample times between two received readings that the device did not send.
 
     The device wakes every ``sample_period`` seconds, so ``round(gap / sample_period) - 1``
     samples were skipped; they are placed evenly in the gap (the wake period drifts by the
-    boot time of each wake, which the even placement absorbs).
+    boot time of each wake, which the even placement absorbs). With the report ``interval``,
+    a gap longer than :data:`MAX_SUPPRESSED_INTERVALS` intervals gives none.
 
     >>> suppressed_times(0.0, 300.0, 100.0), suppressed_times(0.0, 130.0, 100.0)
     ([100.0, 200.0], [])
+    >>> len(suppressed_times(0.0, 1e9, 30.0, interval=3600.0))  # a clock jump, not 3e7 samples
+    0
     """
     gap = current - previous
     if not sample_period > 0.0 or not math.isfinite(gap) or gap <= 0.0:
+        return []
+    if interval is not None and gap > MAX_SUPPRESSED_INTERVALS * max(interval, sample_period):
         return []
     n = round(gap / sample_period) - 1
     if n <= 0:
