@@ -211,7 +211,8 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint-every",
         type=float,
         metavar="SECONDS",
-        help="checkpoint period (default: the topology's state.checkpoint_every, 5 s)",
+        help="checkpoint period (default: the topology's state.checkpoint_every, 5 s; "
+        "stretched to 20x the last checkpoint's duration when that is longer)",
     )
     n.add_argument(
         "--output",

@@ -6,8 +6,9 @@ the log after the checkpoint's offset, start the engine and the log consumer fro
 offset, then open the CoAP port. Every acknowledged reading is therefore applied to the
 state exactly once: either it is in the checkpoint, or it is replayed from the log.
 
-Checkpoints are taken every ``checkpoint_every`` seconds (or ``checkpoint_records`` new
-records) and on shutdown, between two micro-batches: the consumer and the engine pause,
+Checkpoints are taken every ``checkpoint_every`` seconds (stretched to 20 times the last
+checkpoint's duration when that is longer), or after ``checkpoint_records`` new records, and
+on shutdown, between two micro-batches: the consumer and the engine pause,
 the snapshot is taken (in a thread, while ingest keeps acknowledging), sealed with an HMAC
 and written to the state backend. Log segments older than the oldest kept checkpoint are
 then released. When the backend is unreachable (Redis down) the node keeps acknowledging
@@ -51,6 +52,9 @@ log = structlog.get_logger("fogrt.node")
 
 CONSUME_BATCH = 2048
 """Log records read per step of the consumer (one engine micro-batch per source run)."""
+CHECKPOINT_BUDGET = 20.0
+"""A periodic checkpoint comes at least this many times its own duration after the previous
+one (at most ~5 % of the time spent checkpointing)."""
 
 
 @dataclass
@@ -397,6 +401,13 @@ class FogNode:
         )
         return offset
 
+    def _checkpoint_period(self) -> float:
+        """Seconds until the next periodic checkpoint: ``checkpoint_every``, stretched so that
+        checkpoints take at most ``1 / CHECKPOINT_BUDGET`` of the time (with thousands of
+        devices a checkpoint of every instance takes a while, and competes with ingest for
+        the one core and for the disk's fsyncs)."""
+        return max(self.config.checkpoint_every, CHECKPOINT_BUDGET * self.checkpoints.last_duration)
+
     async def _checkpointer(self) -> None:
         cfg = self.config
         backoff = 1.0
@@ -412,7 +423,7 @@ class FogNode:
             try:
                 await self.checkpoint()
                 backoff = 1.0
-                due = time.monotonic() + cfg.checkpoint_every
+                due = time.monotonic() + self._checkpoint_period()
             except Exception as exc:  # backend down: keep serving, retry with back-off
                 self.checkpoints.failures += 1
                 self.checkpoints.backend_up = False

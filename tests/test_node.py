@@ -525,3 +525,11 @@ async def test_a_boot_counter_that_went_backwards_is_reported(
     assert str(resp.code) == "2.04 Changed"
     assert node.service is not None
     assert node.service.stale == 1 and node.service.counters()["stale"] == 1
+
+
+def test_checkpoints_take_a_bounded_share_of_the_time() -> None:
+    node = FogNode(compile_topology(TOPOLOGY, "t.yaml"), NodeConfig(checkpoint_every=5.0))
+    node.checkpoints.last_duration = 0.01  # small: the configured period
+    assert node._checkpoint_period() == 5.0
+    node.checkpoints.last_duration = 1.5  # thousands of instances: 20x its duration
+    assert node._checkpoint_period() == 30.0
