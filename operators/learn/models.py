@@ -282,9 +282,21 @@ def _nested_role(param: inspect.Parameter) -> Role | None:
     return None
 
 
+_SIGNATURES: dict[type[Any], inspect.Signature] = {}
+
+
+def _signature(cls: type[Any]) -> inspect.Signature:
+    """``inspect.signature`` of an estimator class, once per class (a model spec is checked
+    each time an operator instance is built: once per device)."""
+    sig = _SIGNATURES.get(cls)
+    if sig is None:
+        sig = _SIGNATURES[cls] = inspect.signature(cls)
+    return sig
+
+
 def _check_params(path: Path, name: str, cls: type[Any], kwargs: dict[str, Any], seed: int) -> None:
     """Check every parameter; build the estimators given as nested specs in place."""
-    signature = inspect.signature(cls)
+    signature = _signature(cls)
     for pname, value in kwargs.items():
         param = signature.parameters.get(pname)
         if param is None:
@@ -327,7 +339,7 @@ def build_steps(
     for path, name, kwargs in steps:
         cls = estimator_class(name)
         _check_params(path, name, cls, kwargs, seed)
-        if "seed" in inspect.signature(cls).parameters and "seed" not in kwargs:
+        if "seed" in _signature(cls).parameters and "seed" not in kwargs:
             kwargs["seed"] = seed
         try:
             built.append(cls(**kwargs))
