@@ -393,7 +393,7 @@ class NodeMetrics:
         devices, controls = self.devices(), self.node.controls
         if getattr(controls, "initial", None) is not None:  # per-device initial controls
             return sum(self.is_online(d, info, now) for d, info in devices.items())
-        cutoff = now - self.online_factor * controls.default.interval
+        cutoff = now - self.online_factor * Control().interval  # devices on the defaults
         seen = np.fromiter(map(attrgetter("last_seen"), devices.values()), float, len(devices))
         count = int(np.count_nonzero((seen >= cutoff) & (seen > 0)))
         for device in controls.devices():  # the few with a control of their own

@@ -32,14 +32,10 @@ class ControlStore:
 
     Version 0 is ``Control()`` on both sides (a device that never heard from the fog applies
     the defaults), so a device's initial control gets version 1 when it differs. The initial
-    control is ``default``, or what ``initial(device)`` says (the control loop's policies).
+    control is what ``initial(device)`` says (the control loop's policies), else ``Control()``.
     """
 
-    def __init__(
-        self, default: Control | None = None, initial: Callable[[str], Control] | None = None
-    ) -> None:
-        self.default = default or Control()
-        self.default_version = 0 if self.default == Control() else 1
+    def __init__(self, initial: Callable[[str], Control] | None = None) -> None:
         self.initial = initial
         self._devices: dict[str, _DeviceControl] = {}
 
@@ -49,7 +45,7 @@ class ControlStore:
         if entry is not None:
             return entry.version, entry.control
         if self.initial is None:
-            return self.default_version, self.default
+            return 0, _V0
         control = self.initial(device)
         return (0 if control == _V0 else 1), control
 
