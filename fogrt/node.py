@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -49,6 +49,8 @@ from fogrt.state.sealed import load_key
 from fogrt.topology.compile import CompiledTopology
 
 log = structlog.get_logger("fogrt.node")
+
+T = TypeVar("T")
 
 CONSUME_BATCH = 2048
 """Log records read per step of the consumer (one engine micro-batch per source run)."""
@@ -370,7 +372,9 @@ class FogNode:
         async with self._consume_lock, self.engine.paused():
             offset = self.consumed
             operators = await _snapshot(self.engine)
-            policies = await _sliced(self.control_loop.state_items()) if self.control_loop else {}
+            policies = (
+                dict(await _sliced(self.control_loop.state_items())) if self.control_loop else {}
+            )
             ckpt = Checkpoint(
                 offset,
                 operators,
@@ -468,28 +472,25 @@ class FogNode:
         log.info("node_stopped", drained=drained, consumed=self.consumed)
 
 
-async def _snapshot(engine: Engine, slice_s: float = 0.002) -> dict[str, dict[str, bytes]]:
-    """Every instance's snapshot, yielding to the event loop every few milliseconds.
+async def _snapshot(engine: Engine) -> dict[str, dict[str, bytes]]:
+    """Every operator instance's snapshot, by node id and key (taken in slices)."""
+    pairs = ((nid, key, op.snapshot()) for nid, key, op in engine.flow.operator_instances())
+    out: dict[str, dict[str, bytes]] = {}
+    for nid, key, blob in await _sliced(pairs):
+        out.setdefault(nid, {})[key] = blob
+    return out
+
+
+async def _sliced(items: Iterator[T], slice_s: float = 0.002) -> list[T]:
+    """``list(items)``, yielding to the event loop every few milliseconds.
 
     Pickling holds the GIL for a whole ``dumps`` call, so a worker thread would starve the
     loop; small slices on the loop keep ingest acknowledging while a checkpoint is taken.
     """
-    out: dict[str, dict[str, bytes]] = {}
+    out: list[T] = []
     deadline = time.perf_counter() + slice_s
-    for nid, key, op in engine.flow.operator_instances():
-        out.setdefault(nid, {})[key] = op.snapshot()
-        if time.perf_counter() > deadline:
-            await asyncio.sleep(0)
-            deadline = time.perf_counter() + slice_s
-    return out
-
-
-async def _sliced(items: Iterator[tuple[str, Any]], slice_s: float = 0.002) -> dict[str, Any]:
-    """A dict of ``items``, yielding to the event loop every few milliseconds."""
-    out: dict[str, Any] = {}
-    deadline = time.perf_counter() + slice_s
-    for key, value in items:
-        out[key] = value
+    for item in items:
+        out.append(item)
         if time.perf_counter() > deadline:
             await asyncio.sleep(0)
             deadline = time.perf_counter() + slice_s
