@@ -342,15 +342,31 @@ class _Run:
         }
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``fogrt run``'s engine process)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def _cpu_of(pid: int | None) -> float | None:
-    """CPU seconds (user + system, all threads) of process ``pid``."""
+    """CPU seconds (user + system, all threads) of process ``pid`` and its descendants."""
     if pid is None:
         return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total, seen = 0.0, False
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seen = True
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total if seen else None
 
 
 def _own_cpu() -> float:
@@ -584,13 +600,14 @@ def _probe(port: int, code: int, path: tuple[str, ...], timeout: float = 30.0) -
 
 
 def _rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    """Resident memory of ``pid`` and its descendants (the node and its engine process)."""
+    total: int | None = None
+    for p in _tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total = (total or 0) + int(line.split()[1])
+    return total
 
 
 def wait_idle(limit: float, max_wait: float) -> float:

@@ -274,6 +274,14 @@ def _parser() -> argparse.ArgumentParser:
         help="do not fsync the log (faster; a power cut can lose acknowledged data)",
     )
     n.add_argument(
+        "--engine",
+        choices=("process", "inline"),
+        default="process",
+        help="where operators, sinks and control policies run: 'process' (default), an "
+        "engine process fed from the ingest log, so ingest and engine each get a core; "
+        "'inline', in this process (one core; less memory)",
+    )
+    n.add_argument(
         "--http",
         metavar="HOST:PORT",
         help="serve the live dashboard and Prometheus /metrics, e.g. 127.0.0.1:8080 "
@@ -569,6 +577,7 @@ def _run(args: argparse.Namespace) -> int:
         fsync=not args.no_fsync,
         max_disk_bytes=args.max_disk * 1024 * 1024 if args.max_disk else None,
         rcvbuf=args.rcvbuf,
+        engine_process=args.engine == "process",
         gc_tuning=True,  # one node for the process's lifetime
     )
     speed: float | None = None
@@ -609,11 +618,14 @@ def _run(args: argparse.Namespace) -> int:
                     )
                 )
                 fleet.add_done_callback(lambda _: stop.set())  # it only ends by failing
+            failed = asyncio.create_task(node.failed.wait())
+            failed.add_done_callback(lambda _: stop.set())
             if args.duration is None:
                 await stop.wait()
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), args.duration)
+            failed.cancel()
         finally:
             if fleet is not None:
                 fleet.cancel()
@@ -624,6 +636,9 @@ def _run(args: argparse.Namespace) -> int:
                 await dash.stop()
 
     aio.run(serve())
+    if node.failed.is_set():
+        print("fogrt run: the engine process failed (see the log above)", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -639,6 +654,7 @@ def _banner(node: Any, dash: Any = None) -> None:
         f"  state  : {node.backend.url}  (ingest log in {cfg.state_dir / 'log'}: "
         f"{node.ingest_log.end_offset} records; checkpoint every {cfg.checkpoint_every:g} s)",
         f"  devices: {cfg.registry.mode}",
+        "  engine : " + (f"process {node.engine_pid}" if node.engine_pid is not None else "inline"),
         "  stop   : Ctrl-C (drains, then exits 0)",
     ]
     if dash is not None:

@@ -34,11 +34,21 @@ class _Stderr:
         sys.stderr.flush()
 
 
+_current: tuple[str, LogFormat] = ("info", "auto")
+
+
+def current() -> tuple[str, LogFormat]:
+    """``(level, format)`` of the last :func:`configure` (for processes this one starts)."""
+    return _current
+
+
 def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
     """Configure structlog (idempotent; the last call wins)."""
+    global _current
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}; expected debug, info, warning or error")
+    _current = (level, fmt)
     pretty = sys.stderr.isatty() if fmt == "auto" else fmt == "console"
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())

@@ -16,6 +16,11 @@ into its local log, retries with back-off, and catches up when it returns.
 
 Stop: close the CoAP port (stop accepting), drain the log into the engine, take a final
 checkpoint, stop the engine, close the log.
+
+The engine runs in this process (``engine_process=False``: records this process appended
+are not even decoded twice) or in an engine process of its own
+(:mod:`fogrt.engine.process`, what ``fogrt run`` does): the node feeds it the log's durable
+records, and its snapshots, taken at the records it has applied, make the checkpoints.
 """
 
 from __future__ import annotations
@@ -23,25 +28,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import structlog
 
 from fogrt.control import ControlStore
 from fogrt.control.loop import ControlLoop
+from fogrt.engine.applier import LogApplier, control_loop
+from fogrt.engine.process import (
+    ControlLoopMirror,
+    EngineMirror,
+    EngineProcess,
+    EngineProcessError,
+    Restore,
+)
 from fogrt.engine.runner import Engine
 from fogrt.errors import StateError
-from fogrt.event import Event
 from fogrt.ingest import record
-from fogrt.ingest.dedup import Deduplicator
 from fogrt.ingest.endpoint import CoapEndpoint
 from fogrt.ingest.registry import DeviceRegistry
 from fogrt.ingest.resources import build_site
 from fogrt.ingest.service import REGISTRATION_SOURCE, IngestService
-from fogrt.ingest.wire import Limits, Registration, WireError
+from fogrt.ingest.wire import Limits, Registration
 from fogrt.log import IngestLog
 from fogrt.state import StateBackend
 from fogrt.state.checkpoint import Checkpoint, pack, unpack
@@ -49,8 +60,6 @@ from fogrt.state.sealed import load_key
 from fogrt.topology.compile import CompiledTopology
 
 log = structlog.get_logger("fogrt.node")
-
-T = TypeVar("T")
 
 CONSUME_BATCH = 2048
 """Log records read per step of the consumer (one engine micro-batch per source run)."""
@@ -88,6 +97,9 @@ class NodeConfig:
     keep_checkpoints: int = 2
     state_wait: float = 60.0
     """How long start-up waits for an unreachable state backend before giving up."""
+    engine_process: bool = False
+    """Run the engine (operators, sinks, control policies) in a process of its own, fed
+    from the ingest log, so ingest and engine each have a core (``fogrt run`` does)."""
     gc_tuning: bool = False
     """After start-up, freeze every object alive out of the cyclic garbage collector and
     collect the youngest generation every 20,000 net allocations instead of 700. For a
@@ -106,6 +118,72 @@ class CheckpointStats:
     backend_up: bool = True
 
 
+class _Side(Protocol):
+    """Where the engine runs: in this process, or in an engine process."""
+
+    engine: Any
+    control_loop: Any
+    consumed: int
+    failed: asyncio.Event
+
+    async def start(self, offset: int, restore: Restore | None) -> int: ...
+    async def feed(self, chunk: Sequence[tuple[int, bytes]]) -> None: ...
+    async def snapshot(
+        self,
+    ) -> tuple[
+        int, dict[str, dict[str, bytes]], dict[str, list[tuple[int, int, bytes]]], dict[str, Any]
+    ]: ...
+    async def idle(self) -> None: ...
+    async def stop(self) -> Any: ...
+
+
+class _Inline:
+    """The engine in the node's process: records are applied as the consumer reads them
+    (uplinks this process appended are not decoded again)."""
+
+    def __init__(self, node: FogNode, service: IngestService, loop: ControlLoop | None) -> None:
+        cfg = node.config
+        self.engine = Engine(
+            node.topology,
+            output_dir=cfg.output_dir,
+            tick_interval=cfg.tick_interval,
+            resume_sinks=True,  # a restart replays only what follows the checkpoint
+        )
+        self.control_loop = loop
+        decoders = {sid: dec for sid, dec in service.sources.values()}
+        self.applier = LogApplier(node.topology, self.engine, loop, decoders)
+        self.decoded = service.decoded
+        self.consumed = 0
+        self.failed = asyncio.Event()
+
+    async def start(self, offset: int, restore: Restore | None) -> int:
+        self.consumed = offset
+        instances = 0
+        if restore is not None:
+            instances = self.applier.restore(restore.operators, restore.dedup, restore.policies)
+        await self.engine.start()
+        return instances
+
+    async def feed(self, chunk: Sequence[tuple[int, bytes]]) -> None:
+        await self.applier.apply(chunk, self.decoded)
+        self.consumed += len(chunk)
+
+    async def snapshot(
+        self,
+    ) -> tuple[
+        int, dict[str, dict[str, bytes]], dict[str, list[tuple[int, int, bytes]]], dict[str, Any]
+    ]:
+        async with self.engine.paused():
+            operators, policies = await self.applier.snapshot()
+            return self.consumed, operators, self.applier.applied.state(), policies
+
+    async def idle(self) -> None:
+        await self.engine.idle()
+
+    async def stop(self) -> None:
+        await self.engine.stop(flush=False)
+
+
 class FogNode:
     """One topology served on one CoAP port, with its ingest log, engine and state."""
 
@@ -113,27 +191,49 @@ class FogNode:
         self.topology = topology
         self.config = config or NodeConfig()
         self.controls = ControlStore()
-        self.control_loop: ControlLoop | None = None
-        if topology.control is not None:
-            schemas = {n.id: dict(n.schema) for n in topology.by_role("source")}
-            self.control_loop = ControlLoop(topology.control, self.controls, schemas)
-        self.consumed = 0
+        self._loop = control_loop(topology, self.controls)
+        self._process: EngineProcess | None = None
+        self.control_loop: ControlLoop | ControlLoopMirror | None = self._loop
+        if self.config.engine_process:
+            self._process = EngineProcess(
+                topology,
+                self.controls,
+                self._loop,
+                output_dir=self.config.output_dir,
+                tick_interval=self.config.tick_interval,
+                limits=self.config.limits,
+                gc_tuning=self.config.gc_tuning,
+            )
+            self.control_loop = self._process.control_loop
+        self._side: _Side | None = None
         self.ingest_log: IngestLog | None = None
-        self.engine: Engine | None = None
+        self.engine: Engine | EngineMirror | None = None
         self.service: IngestService | None = None
         self.endpoint: CoapEndpoint | None = None
         self.backend: StateBackend | None = None
         self.checkpoints = CheckpointStats()
         self._key = b""
         self._kept: list[int] = []
-        # Dedup marks of the records the engine has applied (the ingest side marks records
-        # as they are appended, before they are durable): checkpoints save these, so a
-        # reading lost with the log's unsynced tail is never taken for a duplicate.
-        self._applied = Deduplicator()
+        self._fed = 0
+        """Records handed to the engine side (the engine process may not have applied them
+        yet: ``consumed`` says how far it has)."""
         self._consume_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self._decoders: dict[str, Any] = {}
         self.started_at = 0.0
+        self.failed = asyncio.Event()
+        """Set when the engine process failed: the node cannot apply readings any more
+        (``fogrt run`` stops and exits 1)."""
+
+    @property
+    def consumed(self) -> int:
+        """Records of the log the engine has taken in (its checkpoint offset if stopped
+        now)."""
+        return self._side.consumed if self._side is not None else self._fed
+
+    @property
+    def engine_pid(self) -> int | None:
+        """The engine process's pid (None: the engine runs in this process)."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def address(self) -> tuple[Any, ...]:
@@ -162,21 +262,28 @@ class FogNode:
             retry_after=cfg.retry_after,
             consumed=lambda: self.consumed,
         )
-        self._decoders = {sid: dec for sid, dec in self.service.sources.values()}
-        self.engine = Engine(
-            self.topology,
-            output_dir=cfg.output_dir,
-            tick_interval=cfg.tick_interval,
-            resume_sinks=True,  # a restart replays only what follows the checkpoint
-        )
+        side: _Side
+        if self._process is not None:
+            self.service.keep_decoded = False
+            side = self._process
+        else:
+            side = _Inline(self, self.service, self._loop)
+        self.engine = side.engine
+        self.failed = side.failed
         self.backend = _backend(cfg, self.topology.name)
         self._key = load_key(cfg.state_dir)
-        if self.control_loop is not None:
-            for nid in self.control_loop.control.alerts:
-                self.engine.flow.watch(nid, self.control_loop.alert_one)
-        restored = await self._restore()
+        restored, restore = await self._restore()
+        self._fed = self.ingest_log.start_offset if restored is None else restored
         recovered = self._recover()
-        await self.engine.start()
+        instances = await side.start(self._fed, restore)
+        self._side = side
+        if restore is not None:
+            log.info(
+                "checkpoint_restored",
+                offset=restored,
+                instances=instances,
+                devices=len(self.service.registry.devices),
+            )
         self._tasks = [
             asyncio.create_task(self._consume(), name="log-consumer"),
             asyncio.create_task(self._checkpointer(), name="checkpointer"),
@@ -194,13 +301,7 @@ class FogNode:
         )
         await self.endpoint.start()
         if cfg.gc_tuning:
-            import gc
-
-            # Start-up objects (modules, topology, models) leave the collector's scans, and
-            # the batches the log consumer holds trigger far fewer young collections.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(20_000, 10, 10)
+            _tune_gc()
         log.info(
             "node_started",
             topology=self.topology.name,
@@ -209,16 +310,17 @@ class FogNode:
             checkpoint_offset=restored,
             replay_records=recovered,
             paths=self.service.paths(),
+            engine="process" if self._process is not None else "inline",
         )
 
-    async def _restore(self) -> int | None:
-        """Load the newest checkpoint; None if there is none. Refuses anything untrusted."""
+    async def _restore(self) -> tuple[int | None, Restore | None]:
+        """Load the newest checkpoint: its offset and the engine's part of it (None, None if
+        there is none). Refuses anything untrusted."""
         assert self.backend is not None and self.ingest_log is not None
-        assert self.engine is not None and self.service is not None
+        assert self.service is not None
         stored = await self._stored_checkpoints()
-        self.consumed = self.ingest_log.start_offset
         if not stored:
-            return None
+            return None, None
         newest = stored[0]
         what = f"checkpoint {newest.offset} in {self.backend.url}"
         ckpt = unpack(newest.blob, self.topology, self._key, what=what)
@@ -232,25 +334,15 @@ class FogNode:
                 f"{what} is ahead of the ingest log ({ckpt.offset} > "
                 f"{self.ingest_log.durable_offset}): it belongs to another log"
             )
-        instances = self.engine.flow.restore(ckpt.operators)
         self.service.dedup.load(ckpt.dedup)
-        self._applied.load(ckpt.dedup)
         self.service.registry.load(ckpt.devices)
         self.controls.load(ckpt.controls)
-        if self.control_loop is not None:
-            self.control_loop.load(ckpt.policies)
-        self.consumed = ckpt.offset
         self._kept = sorted(c.offset for c in stored)[-self.config.keep_checkpoints :]
         self.checkpoints.last_offset = ckpt.offset
         self.checkpoints.last_time = ckpt.created
-        log.info(
-            "checkpoint_restored",
-            offset=ckpt.offset,
-            instances=instances,
-            devices=len(ckpt.devices),
-            nbytes=len(newest.blob),
-        )
-        return ckpt.offset
+        log.debug("checkpoint_loaded", offset=ckpt.offset, nbytes=len(newest.blob))
+        restore = Restore(ckpt.operators, ckpt.dedup, ckpt.policies, ckpt.controls)
+        return ckpt.offset, restore
 
     async def _stored_checkpoints(self) -> list[Any]:
         """The backend's checkpoints; waits (with back-off) while it is unreachable."""
@@ -281,7 +373,7 @@ class FogNode:
     def _recover(self) -> int:
         """Dedup marks and registrations from the records after the restored offset."""
         assert self.ingest_log is not None and self.service is not None
-        offset, end, n = self.consumed, self.ingest_log.durable_offset, 0
+        offset, end, n = self._fed, self.ingest_log.durable_offset, 0
         while offset < end:
             chunk = self.ingest_log.read(offset, end, max_records=8192)
             for _, blob in chunk:
@@ -302,83 +394,47 @@ class FogNode:
     # -- the log consumer ------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        """Feed the engine every durable record of the log, in order, exactly once."""
-        assert self.ingest_log is not None
-        while True:
-            await self.ingest_log.wait_for(self.consumed)
-            async with self._consume_lock:
-                await self._consume_chunk()
-
-    async def _consume_chunk(self) -> None:
-        assert self.ingest_log is not None and self.engine is not None
-        assert self.service is not None
-        chunk = self.ingest_log.read(self.consumed, max_records=CONSUME_BATCH)
-        decoded = self.service.decoded
-        loop = self.control_loop
-        run_source: str | None = None
-        run: list[Event] = []
-        for offset, blob in chunk:
-            cached = decoded.pop(offset, None)
-            if cached is not None:  # appended by this process: decoded once, at ingest
-                source, uplink, arrival = cached
-            else:
-                rec = record.decode(blob)
-                source, arrival = rec.source, rec.arrival
-                decoder = self._decoders.get(source)
-                if decoder is None:
-                    continue  # registrations, or a source no longer in the topology
-                try:
-                    uplink = decoder.decode(rec.body)
-                except WireError as exc:  # the schema changed since it was accepted
-                    self._applied.mark(rec.device, rec.boot, rec.seq)
-                    log.warning(
-                        "record_undecodable",
-                        source=rec.source,
-                        device=rec.device,
-                        diagnostic=exc.diagnostic,
-                    )
-                    continue
-            self._applied.mark(uplink.device, uplink.boot, uplink.seq)
-            events = uplink.events(arrival)
-            if loop is not None:
-                events = loop.observe(source, uplink, events)
-            if source != run_source and run_source is not None and run:
-                await self.engine.submit(run_source, run)
-                run = []
-            run_source = source
-            run.extend(events)
-        if run_source is not None and run:
-            await self.engine.submit(run_source, run)
-        self.consumed += len(chunk)
+        """Hand the engine every durable record of the log, in order, exactly once."""
+        assert self.ingest_log is not None and self._side is not None
+        ingest_log, side = self.ingest_log, self._side
+        try:
+            while True:
+                await ingest_log.wait_for(self._fed)
+                async with self._consume_lock:
+                    chunk = ingest_log.read(self._fed, max_records=CONSUME_BATCH)
+                    await side.feed(chunk)
+                    self._fed += len(chunk)
+        except EngineProcessError:
+            self.failed.set()
 
     async def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until the engine has consumed everything appended; False on timeout."""
-        assert self.ingest_log is not None and self.engine is not None
+        """Wait until the engine has consumed everything appended; False on timeout (or if
+        the engine process failed)."""
+        assert self.ingest_log is not None and self._side is not None
         deadline = time.monotonic() + timeout
         while self.consumed < self.ingest_log.end_offset:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self._side.failed.is_set():
                 return False
             await asyncio.sleep(0.01)
-        await self.engine.idle()
+        try:
+            await asyncio.wait_for(self._side.idle(), max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, EngineProcessError):
+            return False
         return True
 
     # -- checkpoints -----------------------------------------------------------------------
 
     async def checkpoint(self) -> int:
         """Take a checkpoint now; returns its offset. Raises if the backend fails."""
-        assert self.engine is not None and self.service is not None
+        assert self._side is not None and self.service is not None
         assert self.backend is not None and self.ingest_log is not None
         started = time.perf_counter()
-        async with self._consume_lock, self.engine.paused():
-            offset = self.consumed
-            operators = await _snapshot(self.engine)
-            policies = (
-                dict(await _sliced(self.control_loop.state_items())) if self.control_loop else {}
-            )
+        async with self._consume_lock:
+            offset, operators, dedup, policies = await self._side.snapshot()
             ckpt = Checkpoint(
                 offset,
                 operators,
-                self._applied.state(),
+                dedup,
                 self.service.registry.state(),
                 self.controls.state(),
                 policies=policies,
@@ -428,6 +484,9 @@ class FogNode:
                 await self.checkpoint()
                 backoff = 1.0
                 due = time.monotonic() + self._checkpoint_period()
+            except EngineProcessError:
+                self.failed.set()
+                return
             except Exception as exc:  # backend down: keep serving, retry with back-off
                 self.checkpoints.failures += 1
                 self.checkpoints.backend_up = False
@@ -446,13 +505,18 @@ class FogNode:
         """Stop accepting, drain, take a final checkpoint, stop the engine, close the log."""
         if self.endpoint is not None:
             await self.endpoint.stop()
-        drained = await self.drain() if self.ingest_log is not None else True
+        side = self._side
+        failed = side is not None and side.failed.is_set()
+        drained = False
+        if side is not None and not failed:
+            drained = await self.drain()
         consumer, checkpointer = self._tasks if self._tasks else (None, None)
         if checkpointer is not None:
             checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpointer
-        if self.engine is not None and self.consumed != self.checkpoints.last_offset:
+        ok = side is not None and not side.failed.is_set()
+        if ok and self.consumed != self.checkpoints.last_offset:
             try:
                 await self.checkpoint()
             except Exception as exc:
@@ -463,8 +527,8 @@ class FogNode:
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
-        if self.engine is not None:
-            await self.engine.stop(flush=False)
+        if side is not None:
+            await side.stop()
         if self.backend is not None:
             await self.backend.close()
         if self.ingest_log is not None:
@@ -472,29 +536,14 @@ class FogNode:
         log.info("node_stopped", drained=drained, consumed=self.consumed)
 
 
-async def _snapshot(engine: Engine) -> dict[str, dict[str, bytes]]:
-    """Every operator instance's snapshot, by node id and key (taken in slices)."""
-    pairs = ((nid, key, op.snapshot()) for nid, key, op in engine.flow.operator_instances())
-    out: dict[str, dict[str, bytes]] = {}
-    for nid, key, blob in await _sliced(pairs):
-        out.setdefault(nid, {})[key] = blob
-    return out
+def _tune_gc() -> None:
+    """Start-up objects (modules, topology, models) leave the collector's scans, and the
+    batches the log consumer holds trigger far fewer young collections."""
+    import gc
 
-
-async def _sliced(items: Iterator[T], slice_s: float = 0.002) -> list[T]:
-    """``list(items)``, yielding to the event loop every few milliseconds.
-
-    Pickling holds the GIL for a whole ``dumps`` call, so a worker thread would starve the
-    loop; small slices on the loop keep ingest acknowledging while a checkpoint is taken.
-    """
-    out: list[T] = []
-    deadline = time.perf_counter() + slice_s
-    for item in items:
-        out.append(item)
-        if time.perf_counter() > deadline:
-            await asyncio.sleep(0)
-            deadline = time.perf_counter() + slice_s
-    return out
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def _backend(cfg: NodeConfig, name: str) -> StateBackend:

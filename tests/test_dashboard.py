@@ -11,7 +11,7 @@ import inspect
 import json
 import socket
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,19 @@ TOPOLOGY = textwrap.dedent("""\
 TOKEN = "s3cret-token-for-tests-only"
 
 
+ENGINE_PROCESS = False
+
+
+@pytest.fixture(params=["inline", "engine-process"])
+def engine_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The node's engine in its process, or in an engine process whose counters, operator
+    metrics and tap events reach the dashboard through the node's process."""
+    global ENGINE_PROCESS
+    ENGINE_PROCESS = request.param == "engine-process"
+    yield
+    ENGINE_PROCESS = False
+
+
 async def start_node(tmp_path: Path, topology: str = TOPOLOGY) -> FogNode:
     cfg = NodeConfig(
         coap_host="127.0.0.1",
@@ -59,6 +72,7 @@ async def start_node(tmp_path: Path, topology: str = TOPOLOGY) -> FogNode:
         state_dir=tmp_path / "state",
         output_dir=tmp_path / "out",
         fsync=False,
+        engine_process=ENGINE_PROCESS,
     )
     node = FogNode(compile_topology(topology, "dash.yaml"), cfg)
     await node.start()
@@ -148,9 +162,11 @@ async def get(http: httpx.AsyncClient, path: str) -> Any:
     return resp.json()
 
 
+@pytest.mark.usefixtures("engine_mode")
 async def test_endpoints_describe_what_the_node_received(
     node: FogNode, devices: Devices, http: httpx.AsyncClient, dash: Dashboard
 ) -> None:
+    assert (node.engine_pid is not None) == ENGINE_PROCESS
     for i in range(3):
         assert (
             await devices.send(f"dev-{i}", [20.0 + i, 21.0 + i], battery_pct=90 - 30 * i) == "2.04"

@@ -6,7 +6,7 @@ import asyncio
 import json
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiocoap
@@ -30,8 +30,21 @@ from tests.nodes import TOPOLOGY
 pytestmark = pytest.mark.integration
 
 
+ENGINE_PROCESS = False
+
+
+@pytest.fixture(autouse=True, params=["inline", "engine-process"])
+def engine_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test runs twice: engine in the node's process, and in a process of its own."""
+    global ENGINE_PROCESS
+    ENGINE_PROCESS = request.param == "engine-process"
+    yield
+    ENGINE_PROCESS = False
+
+
 async def start_node(tmp_path: Path, **config: object) -> FogNode:
     topology = compile_topology(TOPOLOGY, "t.yaml")
+    config.setdefault("engine_process", ENGINE_PROCESS)
     cfg = NodeConfig(
         coap_host="127.0.0.1",
         coap_port=0,
@@ -224,7 +237,7 @@ async def test_engine_lag_answers_503_with_max_age(tmp_path: Path, client: aioco
         assert resp.opt.max_age == 7
         assert node.service is not None and node.service.rejected["engine_lag"] == 1
     finally:
-        node.consumed = node.ingest_log.end_offset if node.ingest_log else 0
+        node._tasks[0] = asyncio.create_task(node._consume())  # catches up, then stops
         await node.stop()
 
 
@@ -277,7 +290,8 @@ def test_acknowledged_reading_survives_kill_9(tmp_path: Path) -> None:
 
     topo = tmp_path / "t.yaml"
     topo.write_text(TOPOLOGY)
-    proc = NodeProcess(topo, tmp_path / "state", tmp_path / "out")
+    engine = () if ENGINE_PROCESS else ("--engine", "inline")
+    proc = NodeProcess(topo, tmp_path / "state", tmp_path / "out", *engine)
     acked = []
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -95,6 +95,8 @@ class IngestService:
         """Uplinks this process appended and the engine has not consumed yet, by log
         offset: the consumer takes them from here instead of decoding the bytes again
         (bounded by ``max_lag``, since beyond it new uplinks are refused)."""
+        self.keep_decoded = True
+        """False when the engine runs in a process of its own (it decodes the log's bytes)."""
 
     def paths(self) -> list[str]:
         """The CoAP paths readings are accepted on."""
@@ -135,7 +137,8 @@ class IngestService:
             except LogFullError:
                 return self._busy("disk_full", b"fog node storage full, retry later")
             self.dedup.mark(device, uplink.boot, uplink.seq)
-            self.decoded[offset] = (source_id, uplink, now)
+            if self.keep_decoded:
+                self.decoded[offset] = (source_id, uplink, now)
             self.accepted += 1
             self.readings += len(uplink.readings)
             self.registry.seen(
