@@ -633,8 +633,11 @@ def wait_idle(limit: float, max_wait: float) -> float:
 class Server:
     """A target server process on 127.0.0.1: ``start`` returns when it answers."""
 
-    def __init__(self, name: str, tmp: Path, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, name: str, tmp: Path, rcvbuf: int | None = None, engine: str = "process"
+    ) -> None:
         self.name = name
+        self.engine = engine
         self.tmp = tmp
         self.rcvbuf = rcvbuf
         self.proc: subprocess.Popen[bytes] | None = None
@@ -678,6 +681,7 @@ class Server:
             ]
             if self.rcvbuf:
                 cmd += ["--rcvbuf", str(self.rcvbuf)]
+            cmd += ["--engine", self.engine]
             if self.name == "pump10":
                 cmd += ["--max-lag", str(PUMP_MAX_LAG)]
             self.proc = subprocess.Popen(
@@ -741,7 +745,7 @@ class Server:
 def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) -> dict[str, Any]:
     if args.idle_wait > 0:
         wait_idle(0.3, args.idle_wait)
-    server = Server(name, tmp, args.rcvbuf)
+    server = Server(name, tmp, args.rcvbuf, args.engine)
     server.start()
     assert server.proc is not None
     pid = server.proc.pid
@@ -1041,6 +1045,13 @@ def main() -> None:
         help="SO_RCVBUF of the fogrt targets' CoAP socket (fogrt run --rcvbuf); the other "
         "servers keep the system's default (default: the system's, 208 KiB)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("process", "inline"),
+        default="process",
+        help="fogrt run --engine of the fogrt targets: 'process' (the default: ingest and "
+        "engine in two processes) or 'inline' (one process)",
+    )
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
     p.add_argument("--serve", choices=("echo", "aiocoap"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -1071,7 +1082,8 @@ def main() -> None:
     print(
         f"load: {args.sockets} UDP sockets, window {args.window} CON requests, {args.devices} "
         f"devices, warm-up {args.warmup:g} s, timeout {args.timeout:g} s, no retransmission"
-        + (f", fogrt --rcvbuf {args.rcvbuf}" if args.rcvbuf else ""),
+        + (f", fogrt --rcvbuf {args.rcvbuf}" if args.rcvbuf else "")
+        + f", fogrt --engine {args.engine}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="fogrt-bench-ingest-") as tmp_name:

@@ -110,8 +110,12 @@ class EngineMirror:
     :class:`~fogrt.engine.runner.Engine` metrics and the dashboard read, as of the engine
     process's last status, and the taps its tap events are handed to."""
 
-    def __init__(self, topology: CompiledTopology) -> None:
+    def __init__(
+        self, topology: CompiledTopology, want_metrics: Callable[[], None] = lambda: None
+    ) -> None:
         self.topology = topology
+        self._want_metrics = want_metrics
+        self._wanted = False
         self.taps: list[Callable[[str, Sequence[Event]], None]] = []
         self.events_submitted = 0
         self.backlog = 0
@@ -147,13 +151,20 @@ class EngineMirror:
             for r in self._summary
         }
 
+    def _want(self) -> None:
+        if not self._wanted:
+            self._wanted = True
+            self._want_metrics()
+
     def _metrics(self, node_id: str) -> dict[str, float]:
+        self._want()
         for row in self._summary:
             if row["id"] == node_id:
                 return dict(row.get("metrics", {}))
         return {}
 
     def summary(self) -> list[dict[str, Any]]:
+        self._want()
         return [dict(r) for r in self._summary]
 
 
@@ -230,7 +241,7 @@ class EngineProcess:
     ) -> None:
         self.topology = topology
         self.controls = controls
-        self.engine = EngineMirror(topology)
+        self.engine = EngineMirror(topology, self._want_metrics)
         self.control_loop = (
             ControlLoopMirror(loop, self._tell_external) if loop is not None else None
         )
@@ -251,6 +262,7 @@ class EngineProcess:
         self._progress = asyncio.Event()
         self._sent = 0
         self._stopping = False
+        self._metrics_wanted = False
 
     @property
     def pid(self) -> int | None:
@@ -285,6 +297,7 @@ class EngineProcess:
             "restore": restore,
             "log": (level, fmt),
             "external": sorted(self.control_loop.external) if self.control_loop else [],
+            "metrics": self._metrics_wanted,
         }
         self._reader_task = asyncio.create_task(self._read(reader), name="engine-process-reader")
         instances: int = await self._request(("init", message))
@@ -360,6 +373,11 @@ class EngineProcess:
         self._replies.append(future)
         self._send(message)
         return await future
+
+    def _want_metrics(self) -> None:
+        self._metrics_wanted = True
+        if self._writer is not None and self.error is None:
+            self._send(("metrics",))
 
     def _tell_external(self, devices: list[str]) -> None:
         if self._writer is not None and self.error is None:
@@ -479,6 +497,9 @@ class _Child:
         self.tapped: list[tuple[str, list[Event]]] = []
         self.engine.taps.append(self._tap)
         self._sent_devices: dict[str, tuple[str, int]] = {}
+        self.metrics: bool = init["metrics"]
+        """Whether statuses carry the operators' metrics (someone reads them: dashboard,
+        /metrics); they visit every instance."""
 
     def _tap(self, sink_id: str, batch: Sequence[Event]) -> None:
         first = next((e for e in batch if e.arrival > 0), None)
@@ -502,7 +523,7 @@ class _Child:
     def status(self) -> dict[str, Any]:
         engine = self.engine
         out: dict[str, Any] = {
-            "summary": engine.summary(),
+            "summary": engine.summary(self.metrics),
             "events_submitted": engine.events_submitted,
             "backlog": engine.backlog + len(self.pending),
             "sink_writes": dict(engine.sink_writes),
@@ -569,6 +590,9 @@ class _Child:
             await self.idle()
             self.send(("status", self.status()))
             self.send(("reply", None))
+        elif kind == "metrics":
+            self.metrics = True
+            self.send(("status", self.status()))
         elif kind == "external":
             if self.loop is not None:
                 self.loop.external.update(message[1])

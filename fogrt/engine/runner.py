@@ -187,8 +187,9 @@ class Engine:
                 raise
             self.sink_writes[sink_id] += len(batch)
 
-    def summary(self) -> list[dict[str, Any]]:
-        """Per node: role, use, counters, instances and the operator's own metrics."""
+    def summary(self, metrics: bool = True) -> list[dict[str, Any]]:
+        """Per node: role, use, counters, instances and (``metrics``) the operator's own
+        metrics, which visit every instance."""
         rows = []
         for node in self.topology.nodes:
             st = self.flow.stats[node.id]
@@ -204,7 +205,8 @@ class Engine:
             }
             if node.role == "operator":
                 row["instances"] = len(self.flow.instances(node.id))
-                row["metrics"] = self.flow.metrics(node.id)
+                if metrics:
+                    row["metrics"] = self.flow.metrics(node.id)
             if node.role == "sink":
                 row["out"] = self.sink_writes[node.id]
                 row["target"] = self.sinks[node.id].describe()

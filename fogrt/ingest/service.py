@@ -114,6 +114,10 @@ class IngestService:
                 f"no source at /{up.prefix}/{'/'.join(up.source)}".encode()[:100],
             )
         source_id, decoder = entry
+        ingest_log = self.log
+        if ingest_log.end_offset - self._consumed() > self.max_lag:
+            # Before decoding: under overload a refusal must cost as little as possible.
+            return self._busy("engine_lag", b"fog node busy, retry later")
         try:
             check_content_format(up.content_format)
             uplink = decoder.decode(up.payload)
@@ -125,9 +129,6 @@ class IngestService:
             if refused == "full":
                 return self._busy("devices_full", b"device table full")
             return self._reject(refused, "4.01", f"device {device} is {refused}".encode())
-        ingest_log = self.log
-        if ingest_log.end_offset - self._consumed() > self.max_lag:
-            return self._busy("engine_lag", b"fog node busy, retry later")
         now = time.time()
         verdict = self.dedup.check(device, uplink.boot, uplink.seq)
         if verdict == "new":
