@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -113,3 +114,24 @@ def test_a_dead_engine_process_stops_the_node_and_a_restart_loses_nothing(
     # Sinks are at-least-once across a crash (records after the last checkpoint are
     # written again on replay); the state is exactly-once (tests/test_recovery.py).
     assert set(temps(out, "d")) == {float(s) for s in range(25)}
+
+
+def test_sigterm_to_node_and_engine_alike_still_drains_and_checkpoints(
+    tmp_path: Path, topology: Path
+) -> None:
+    """A service manager stopping the node's cgroup (or Ctrl-C, to the process group)
+    signals both processes: the engine process waits for the node's orders."""
+    node = NodeProcess(topology, tmp_path / "state", tmp_path / "out")
+    try:
+        assert send(node.port, "d", range(10)) == list(range(10))
+        engine = engine_pid(node)
+        os.kill(engine, signal.SIGTERM)
+        os.kill(engine, signal.SIGINT)
+        time.sleep(0.2)
+        assert alive(engine)
+    finally:
+        code = node.terminate()
+    assert code == 0
+    assert '"drained": true' in node.stderr and "checkpoint_written" in node.stderr
+    assert temps(tmp_path / "out", "d") == [float(s) for s in range(10)]
+    assert wait_until(lambda: not alive(engine))

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import pickle
+import signal
 import socket
 import struct
 import sys
@@ -665,6 +666,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m fogrt.engine.process FD (started by `fogrt run`)", file=sys.stderr)
         return 2
     sock = socket.socket(fileno=int(args[0]))
+    # Ctrl-C reaches the whole process group, and a service manager may signal every
+    # process of the node: the node drains and checkpoints through this process, so only
+    # the node's "stop" (or its end: the socket closes) ends it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from fogrt import aio
 
     started = time.monotonic()
