@@ -167,7 +167,7 @@ class Dataflow:
         (``math.inf`` at end of stream flushes every open window).
         """
         for spec in self.topology.nodes:
-            if spec.role != "operator":
+            if spec.role != "operator" or not _has_timers(spec.cls):
                 continue
             node = self._nodes[spec.id]
             for key, op in list(node.instances.items()):
@@ -293,3 +293,9 @@ def describe_instances(flow: Dataflow) -> dict[str, Any]:
     return {
         nid: len(flow.instances(nid)) for nid, n in flow._nodes.items() if n.spec.role == "operator"
     }
+
+
+def _has_timers(cls: type[Any] | None) -> bool:
+    """Whether operators of ``cls`` implement ``on_tick`` (others are not visited on a
+    tick: with thousands of devices that is most of a tick's work)."""
+    return cls is None or getattr(cls, "on_tick", None) is not Operator.on_tick
