@@ -32,6 +32,10 @@ Goals printed beside the figures: fogrt, single-reading CON uplinks acknowledged
 >= 50% of libcoap's C server; >= 300,000 readings/s with 10-reading batches; pump10 >= 40,000
 readings/s end to end.
 
+``fogrt run`` runs its engine in a second process by default (``--engine process``; this
+script's ``--engine inline`` keeps one process): its CPU and memory are counted with the
+server's.
+
 On a 2-core machine the load generator and the server share the two cores: when a server
 is faster than the generator (the C server, the echo), the figure is the generator's. The
 table also gives each side's CPU use and the server's CPU time per acknowledged request,
