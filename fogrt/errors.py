@@ -104,6 +104,14 @@ class OperatorError(FogError):
         super().__init__(f"operator {node_id!r}: {message}")
 
 
+class SinkError(FogError):
+    """A sink cannot be opened (its file, directory or connection)."""
+
+    def __init__(self, sink_id: str, message: str) -> None:
+        self.sink_id = sink_id
+        super().__init__(f"sink {sink_id!r}: {message}")
+
+
 class StateError(FogError):
     """State cannot be written, or a stored blob cannot be trusted and is refused."""
 

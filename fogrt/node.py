@@ -275,7 +275,13 @@ class FogNode:
         restored, restore = await self._restore()
         self._fed = self.ingest_log.start_offset if restored is None else restored
         recovered = self._recover()
-        instances = await side.start(self._fed, restore)
+        try:
+            instances = await side.start(self._fed, restore)
+        except BaseException:
+            await side.stop()  # the engine process, if it started, is told to go
+            await self.ingest_log.close()
+            self.ingest_log = None
+            raise
         self._side = side
         if restore is not None:
             log.info(

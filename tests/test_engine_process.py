@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -135,3 +137,18 @@ def test_sigterm_to_node_and_engine_alike_still_drains_and_checkpoints(
     assert '"drained": true' in node.stderr and "checkpoint_written" in node.stderr
     assert temps(tmp_path / "out", "d") == [float(s) for s in range(10)]
     assert wait_until(lambda: not alive(engine))
+
+
+@pytest.mark.parametrize("engine", ["process", "inline"])
+def test_a_sink_that_cannot_open_is_a_clear_error(
+    tmp_path: Path, topology: Path, engine: str
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    cmd = [sys.executable, "-m", "fogrt.cli", "run", str(topology), "--coap", "127.0.0.1:0"]
+    cmd += ["--state", str(tmp_path / "state"), "--output", str(blocker), "--engine", engine]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "sink 'raw': cannot open" in last, done.stderr
+    assert "Traceback" not in done.stderr

@@ -51,6 +51,7 @@ from fogrt.control import ControlStore
 from fogrt.control.loop import ControlLoop
 from fogrt.engine.applier import LogApplier, control_loop
 from fogrt.engine.runner import Engine
+from fogrt.errors import FogError
 from fogrt.event import Event
 from fogrt.ingest.wire import Control, Limits, UplinkDecoder
 from fogrt.topology.compile import CompiledTopology
@@ -69,7 +70,7 @@ MAX_TAP_EVENTS = 256
 """Anomalies passed on per sink batch (the anomaly feed keeps the newest few hundred)."""
 
 
-class EngineProcessError(RuntimeError):
+class EngineProcessError(FogError):
     """The engine process failed or exited."""
 
 
@@ -621,8 +622,9 @@ async def _serve(sock: socket.socket) -> int:
         child = _Child(writer, init[1])
         await child.engine.start()
     except Exception as exc:
-        log.error("engine_process_failed", error=f"{type(exc).__name__}: {exc}")
-        writer.write(_frame(("failed", f"engine start failed: {type(exc).__name__}: {exc}")))
+        why = str(exc) if isinstance(exc, FogError) else f"{type(exc).__name__}: {exc}"
+        log.error("engine_process_failed", error=why)
+        writer.write(_frame(("failed", f"the engine process could not start: {why}")))
         await writer.drain()
         return 1
     if init[1]["gc_tuning"]:

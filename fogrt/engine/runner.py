@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from fogrt.engine.dataflow import Dataflow, end_of_stream
+from fogrt.errors import SinkError
 from fogrt.event import Event
 from fogrt.sinks import Sink
 from fogrt.topology.compile import CompiledTopology
@@ -77,8 +78,12 @@ class Engine:
         self._lock = asyncio.Lock()  # held while operators run (batches, ticks)
 
     async def start(self) -> None:
-        for sink in self.sinks.values():
-            await sink.open()
+        for sink_id, sink in self.sinks.items():
+            try:
+                await sink.open()
+            except OSError as exc:
+                where = f" {exc.filename}" if exc.filename else ""
+                raise SinkError(sink_id, f"cannot open{where}: {exc.strerror}") from None
         self._tasks.append(asyncio.create_task(self._consume(), name="engine-consume"))
         if self._tick_interval is not None:
             self._tasks.append(asyncio.create_task(self._ticker(), name="engine-tick"))
