@@ -294,9 +294,13 @@ def _signature(cls: type[Any]) -> inspect.Signature:
     return sig
 
 
-def _check_params(path: Path, name: str, cls: type[Any], kwargs: dict[str, Any], seed: int) -> None:
-    """Check every parameter; build the estimators given as nested specs in place."""
+def _check_params(
+    path: Path, name: str, cls: type[Any], kwargs: dict[str, Any], seed: int
+) -> dict[str, tuple[ModelSpec, Role, Path]]:
+    """Check every parameter; returns the estimators given as nested specs (parameter ->
+    spec, role, where), checked by building them once, to be built with each instance."""
     signature = _signature(cls)
+    nested: dict[str, tuple[ModelSpec, Role, Path]] = {}
     for pname, value in kwargs.items():
         param = signature.parameters.get(pname)
         if param is None:
@@ -305,7 +309,8 @@ def _check_params(path: Path, name: str, cls: type[Any], kwargs: dict[str, Any],
         role = _nested_role(param)
         if role is not None and isinstance(value, str | list | tuple):
             where = (*path, name, pname)
-            kwargs[pname] = build_model(value, seed, (role,), param=where, alone=role == "drift")
+            build_model(value, seed, (role,), param=where, alone=role == "drift")
+            nested[pname] = (value, role, where)
             continue
         problem = _UNSUPPORTED.get((name, pname)) or check_value(param, value)
         choices = _CHOICES.get((pname, ESTIMATORS[name].role))
@@ -315,9 +320,16 @@ def _check_params(path: Path, name: str, cls: type[Any], kwargs: dict[str, Any],
             problem = f"must be a finite number, got {value!r}"
         if problem is not None:
             raise ParamError((*path, name, pname), problem)
+    return nested
 
 
 # -- building ----------------------------------------------------------------------------------
+
+
+_Recipe = list[tuple[Path, str, type[Any], dict[str, Any], dict[str, tuple[ModelSpec, Role, Path]]]]
+_RECIPES: dict[tuple[Any, ...], _Recipe] = {}
+"""Checked specs, by ``repr`` of the spec and the build arguments: a spec is checked once,
+then every operator instance (one per device) only constructs its estimators."""
 
 
 def build_steps(
@@ -333,19 +345,38 @@ def build_steps(
     ``seed`` goes to every estimator that takes one and was not given one, so that two runs
     on the same stream give the same results. ``alone``: no scalers allowed.
     """
-    steps = parse_steps(spec, param)
-    check_roles(steps, final, alone=alone)
+    key = (repr(spec), seed, tuple(final), repr(param), alone)
+    recipe = _RECIPES.get(key)
+    if recipe is None:
+        recipe = _recipe(spec, seed, final, param, alone)
+        if len(_RECIPES) < 4096:
+            _RECIPES[key] = recipe
     built = []
-    for path, name, kwargs in steps:
-        cls = estimator_class(name)
-        _check_params(path, name, cls, kwargs, seed)
-        if "seed" in _signature(cls).parameters and "seed" not in kwargs:
-            kwargs["seed"] = seed
+    for path, name, cls, kwargs, nested in recipe:
+        given = dict(kwargs)
+        for pname, (inner, role, where) in nested.items():
+            given[pname] = build_model(inner, seed, (role,), param=where, alone=role == "drift")
         try:
-            built.append(cls(**kwargs))
+            built.append(cls(**given))
         except (TypeError, ValueError) as exc:
             raise ParamError((*path, name), f"cannot build {name}: {exc}") from None
     return built
+
+
+def _recipe(
+    spec: ModelSpec, seed: int, final: Sequence[Role], param: str | Path, alone: bool
+) -> _Recipe:
+    """Check a spec: for each step, what to construct with which parameters."""
+    steps = parse_steps(spec, param)
+    check_roles(steps, final, alone=alone)
+    recipe: _Recipe = []
+    for path, name, kwargs in steps:
+        cls = estimator_class(name)
+        nested = _check_params(path, name, cls, kwargs, seed)
+        if "seed" in _signature(cls).parameters and "seed" not in kwargs:
+            kwargs["seed"] = seed
+        recipe.append((path, name, cls, kwargs, nested))
+    return recipe
 
 
 def compose(estimators: Sequence[Any]) -> Any:

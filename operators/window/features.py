@@ -26,6 +26,7 @@ import re
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,9 @@ class FeatureSpec:
 
     def outputs(self, name: str) -> tuple[tuple[str, str], ...]:
         """``(feature, output field)`` pairs of one input field; bands become ``band<i>``."""
+        return _outputs(self, name)
+
+    def _outputs(self, name: str) -> tuple[tuple[str, str], ...]:
         out: list[tuple[str, str]] = []
         for feature in self.per_field:
             if feature == "bands":
@@ -117,12 +121,38 @@ class FeatureSpec:
 # -- parameters -------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
+def _outputs(spec: FeatureSpec, name: str) -> tuple[tuple[str, str], ...]:
+    """``spec.outputs(name)``, once per spec and field (window operators are built once per
+    device, with the same parameters)."""
+    return spec._outputs(name)
+
+
+_SPECS: dict[str, FeatureSpec] = {}
+
+
 def parse_features(
     features: Sequence[str],
     bands: Sequence[tuple[float, float]] | None,
     rate: float | None,
 ) -> FeatureSpec:
-    """Check the ``features``, ``bands`` and ``rate`` parameters; raise ``ParamError``."""
+    """Check the ``features``, ``bands`` and ``rate`` parameters; raise ``ParamError``.
+
+    Checked once per distinct parameters (an operator is built once per device)."""
+    key = repr((features, bands, rate))
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _parse_features(features, bands, rate)
+        if len(_SPECS) < 4096:
+            _SPECS[key] = spec
+    return spec
+
+
+def _parse_features(
+    features: Sequence[str],
+    bands: Sequence[tuple[float, float]] | None,
+    rate: float | None,
+) -> FeatureSpec:
     if isinstance(features, str) or not features:
         raise ParamError("features", "give a list, e.g. [count, mean, std, q95, slope]")
     seen: set[str] = set()
