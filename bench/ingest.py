@@ -101,7 +101,7 @@ or so, and past it the node answers 5.03, so the acknowledged rate is what the e
 up with end to end, not what the log can absorb."""
 ALL_TARGETS = ("fogrt", "fogrt10", "aiocoap", "libcoap", "echo", "pump10")
 CONTENT_FORMAT = 65362  # application/x-msgpack (fogrt.ingest.wire.CONTENT_FORMAT)
-POST, PUT, CHANGED = 0x02, 0x03, 0x44
+POST, PUT, CHANGED, SERVICE_UNAVAILABLE = 0x02, 0x03, 0x44, 0xA3
 GOAL_VS_LIBCOAP = 0.5
 GOAL_BATCHED = 300_000
 GOAL_PUMP = 40_000
@@ -280,11 +280,19 @@ class _Peer(asyncio.DatagramProtocol):
         if code in run.ok_codes:
             run.ok += 1
             run.latencies.append(now - entry[1])
+        elif code == SERVICE_UNAVAILABLE and run.backoff:
+            # A device that honours Max-Age: this slot of the window waits, then goes on.
+            asyncio.get_running_loop().call_later(run.backoff, self._back)
+            return
         if self.sending:
             self.send(now)
             if self.deficit:
                 self.deficit -= 1
                 self.send(now)
+
+    def _back(self) -> None:
+        if self.sending:
+            self.send(time.perf_counter())
 
     def start(self, now: float, burst: int) -> None:
         for _ in range(min(burst, self.deficit)):
@@ -315,8 +323,10 @@ class _Peer(asyncio.DatagramProtocol):
 class _Run:
     """Counters shared by the peers (plain attributes: they are on the hot path)."""
 
-    def __init__(self, ok_codes: set[int]) -> None:
+    def __init__(self, ok_codes: set[int], backoff: float = 0.0) -> None:
         self.ok_codes = ok_codes
+        self.backoff = backoff
+        """Seconds a window slot waits after a 5.03 (0: it goes on at once)."""
         self.ok = 0
         self.codes: Counter[int] = Counter()
         self.latencies: list[float] = []
@@ -399,7 +409,7 @@ def udp_drops(ports: set[int]) -> int:
 
 async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    run = _Run(set(cfg["ok_codes"]))
+    run = _Run(set(cfg["ok_codes"]), cfg.get("backoff", 0.0))
     window = cfg["window"]
     sockets = len(datagrams)
     peers = []
@@ -638,10 +648,16 @@ class Server:
     """A target server process on 127.0.0.1: ``start`` returns when it answers."""
 
     def __init__(
-        self, name: str, tmp: Path, rcvbuf: int | None = None, engine: str = "process"
+        self,
+        name: str,
+        tmp: Path,
+        rcvbuf: int | None = None,
+        engine: str = "process",
+        retry_after: int | None = None,
     ) -> None:
         self.name = name
         self.engine = engine
+        self.retry_after = retry_after
         self.tmp = tmp
         self.rcvbuf = rcvbuf
         self.proc: subprocess.Popen[bytes] | None = None
@@ -686,6 +702,8 @@ class Server:
             if self.rcvbuf:
                 cmd += ["--rcvbuf", str(self.rcvbuf)]
             cmd += ["--engine", self.engine]
+            if self.retry_after is not None:
+                cmd += ["--retry-after", str(self.retry_after)]
             if self.name == "pump10":
                 cmd += ["--max-lag", str(PUMP_MAX_LAG)]
             self.proc = subprocess.Popen(
@@ -749,7 +767,8 @@ class Server:
 def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) -> dict[str, Any]:
     if args.idle_wait > 0:
         wait_idle(0.3, args.idle_wait)
-    server = Server(name, tmp, args.rcvbuf, args.engine)
+    retry = args.retry_after if args.honor_max_age else None
+    server = Server(name, tmp, args.rcvbuf, args.engine, retry)
     server.start()
     assert server.proc is not None
     pid = server.proc.pid
@@ -770,6 +789,7 @@ def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) 
         "duration": duration,
         "timeout": args.timeout,
         "server_pid": pid,
+        "backoff": args.retry_after if args.honor_max_age else 0.0,
         "progress": True,
     }
     gen = subprocess.Popen(
@@ -1059,6 +1079,21 @@ def main() -> None:
         help="fogrt run --engine of the fogrt targets: 'process' (the default: ingest and "
         "engine in two processes) or 'inline' (one process)",
     )
+    p.add_argument(
+        "--honor-max-age",
+        action="store_true",
+        help="a slot of the window that gets 5.03 waits --retry-after seconds before its "
+        "next request, as a device honouring Max-Age does (default: it goes on at once, so "
+        "an overloaded node spends its time refusing)",
+    )
+    p.add_argument(
+        "--retry-after",
+        type=int,
+        default=1,
+        metavar="SECONDS",
+        help="with --honor-max-age: fogrt run --retry-after of the fogrt targets, and the "
+        "generator's wait (default 1)",
+    )
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
     p.add_argument("--serve", choices=("echo", "aiocoap"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -1090,7 +1125,12 @@ def main() -> None:
         f"load: {args.sockets} UDP sockets, window {args.window} CON requests, {args.devices} "
         f"devices, warm-up {args.warmup:g} s, timeout {args.timeout:g} s, no retransmission"
         + (f", fogrt --rcvbuf {args.rcvbuf}" if args.rcvbuf else "")
-        + f", fogrt --engine {args.engine}",
+        + f", fogrt --engine {args.engine}"
+        + (
+            f", devices honour Max-Age (fogrt --retry-after {args.retry_after})"
+            if args.honor_max_age
+            else ""
+        ),
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="fogrt-bench-ingest-") as tmp_name:

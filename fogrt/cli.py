@@ -248,6 +248,14 @@ def _parser() -> argparse.ArgumentParser:
         help="answer 5.03 while the engine is this far behind the log",
     )
     n.add_argument(
+        "--retry-after",
+        type=int,
+        default=5,
+        metavar="SECONDS",
+        help="Max-Age of a 5.03 (engine lag, disk or device table full): how long devices "
+        "are told to back off (default 5)",
+    )
+    n.add_argument(
         "--max-payload",
         type=int,
         default=4096,
@@ -562,6 +570,8 @@ def _run(args: argparse.Namespace) -> int:
             "registered" if args.require_registration else "open", max_devices=args.max_devices
         )
     state_dir, state_url = _state(args, topology)
+    if not 1 <= args.retry_after <= 86_400:
+        raise InputError(f"--retry-after {args.retry_after}: expected 1..86400 seconds")
     if args.rcvbuf is not None and args.rcvbuf < 1:
         raise InputError(f"--rcvbuf {args.rcvbuf}: expected a positive number of bytes")
     config = NodeConfig(
@@ -574,6 +584,7 @@ def _run(args: argparse.Namespace) -> int:
         registry=registry,
         limits=Limits(max_payload=args.max_payload),
         max_lag=args.max_lag,
+        retry_after=args.retry_after,
         fsync=not args.no_fsync,
         max_disk_bytes=args.max_disk * 1024 * 1024 if args.max_disk else None,
         rcvbuf=args.rcvbuf,

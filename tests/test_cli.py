@@ -131,3 +131,20 @@ def test_third_party_operators_register_through_entry_points(
     finally:
         _entry_points.cache_clear()
         OPERATORS._loaded.pop("acme.double", None)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--retry-after", "0"], "--retry-after 0: expected 1..86400 seconds"),
+        (["--rcvbuf", "0"], "--rcvbuf 0: expected a positive number of bytes"),
+    ],
+)
+def test_run_refuses_bad_settings_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    state = tmp_path / "state"
+    args = ["run", str(EXAMPLE), "--coap", "127.0.0.1:0", "--state", str(state), *option]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not state.exists(), "nothing was started"

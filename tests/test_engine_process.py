@@ -152,3 +152,23 @@ def test_a_sink_that_cannot_open_is_a_clear_error(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "sink 'raw': cannot open" in last, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_retry_after_is_the_max_age_of_a_503(tmp_path: Path, topology: Path) -> None:
+    node = NodeProcess(
+        topology, tmp_path / "state", tmp_path / "out", "--max-devices", "1", "--retry-after", "42"
+    )
+    try:
+        assert send(node.port, "first", range(1)) == [0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            body = encode_uplink("second", 0, 0, [(0.0, {"temp": 1.0})])
+            path = [(coap.URI_PATH, b"r"), (coap.URI_PATH, b"room")]
+            sock.sendto(
+                coap.build(coap.CON, coap.POST, 7, b"", path, body), ("127.0.0.1", node.port)
+            )
+            reply = coap.parse(sock.recv(2048))
+    finally:
+        assert node.terminate() == 0
+    assert reply.code == 0xA3  # 5.03: the device table is full
+    assert reply.option_values(coap.MAX_AGE) == [bytes([42])]
