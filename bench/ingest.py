@@ -654,8 +654,10 @@ class Server:
         rcvbuf: int | None = None,
         engine: str = "process",
         retry_after: int | None = None,
+        max_lag: int = PUMP_MAX_LAG,
     ) -> None:
         self.name = name
+        self.max_lag = max_lag
         self.engine = engine
         self.retry_after = retry_after
         self.tmp = tmp
@@ -705,7 +707,7 @@ class Server:
             if self.retry_after is not None:
                 cmd += ["--retry-after", str(self.retry_after)]
             if self.name == "pump10":
-                cmd += ["--max-lag", str(PUMP_MAX_LAG)]
+                cmd += ["--max-lag", str(self.max_lag)]
             self.proc = subprocess.Popen(
                 cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
             )
@@ -768,7 +770,7 @@ def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) 
     if args.idle_wait > 0:
         wait_idle(0.3, args.idle_wait)
     retry = args.retry_after if args.honor_max_age else None
-    server = Server(name, tmp, args.rcvbuf, args.engine, retry)
+    server = Server(name, tmp, args.rcvbuf, args.engine, retry, args.pump_max_lag)
     server.start()
     assert server.proc is not None
     pid = server.proc.pid
@@ -1093,6 +1095,13 @@ def main() -> None:
         metavar="SECONDS",
         help="with --honor-max-age: fogrt run --retry-after of the fogrt targets, and the "
         "generator's wait (default 1)",
+    )
+    p.add_argument(
+        "--pump-max-lag",
+        type=int,
+        default=PUMP_MAX_LAG,
+        metavar="RECORDS",
+        help=f"fogrt run --max-lag of the pump10 target (default {PUMP_MAX_LAG:,})",
     )
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
     p.add_argument("--serve", choices=("echo", "aiocoap"), help=argparse.SUPPRESS)

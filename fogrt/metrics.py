@@ -280,6 +280,9 @@ class NodeMetrics:
             self._hooked = service
         if self._tap not in engine.taps:
             engine.taps.append(self._tap)
+        want = getattr(engine, "want_metrics", None)
+        if want is not None:  # an engine process: its statuses carry operator metrics now
+            want()
 
     def detach(self) -> None:
         service, engine = self.node.service, self.node.engine

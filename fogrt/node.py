@@ -148,6 +148,9 @@ class _Inline:
             output_dir=cfg.output_dir,
             tick_interval=cfg.tick_interval,
             resume_sinks=True,  # a restart replays only what follows the checkpoint
+            # Little queued between the consumer and the operators: ``consumed`` (what the
+            # lag bound and checkpoints go by) stays close to what the operators have seen.
+            queue_size=2,
         )
         self.control_loop = loop
         decoders = {sid: dec for sid, dec in service.sources.values()}

@@ -13,11 +13,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+import tests.test_dashboard
 from fogrt.ingest.wire import Control
 from fogrt.metrics import ENERGY_MODEL, EnergyModel, NodeMetrics
 from fogrt.node import FogNode
 from fogrt.sim.energy import Board
-from tests.test_dashboard import Devices, start_node, wait_for
+from tests.test_dashboard import Devices, engine_mode, start_node, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +61,13 @@ async def devices(node: FogNode) -> AsyncIterator[Devices]:
     await ctx.shutdown()
 
 
+@pytest.mark.usefixtures("engine_mode")
 async def test_metrics_parse_and_carry_the_standard_names(
     node: FogNode, metrics: NodeMetrics, devices: Devices
 ) -> None:
+    assert (node.engine_pid is not None) == tests.test_dashboard.ENGINE_PROCESS
+    f = scrape(metrics)  # at once: before anything arrived (or any engine status)
+    assert value(f, "fogrt_operator_instances", node="detect") == 0
     assert await devices.send("dev-1", [20.0, 21.0]) == "2.04"
     assert await devices.send("dev-1", [20.0, 21.0], seq=0) == "2.04"  # resent
     assert await devices.send("dev-2", [99.0], battery_pct=50, battery_mv=3700) == "2.04"

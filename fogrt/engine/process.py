@@ -138,6 +138,12 @@ class EngineMirror:
         )
 
     def _update(self, status: Mapping[str, Any]) -> None:
+        for row in status["summary"]:  # what Engine.summary() has (metrics: once wanted)
+            if row["role"] == "operator":
+                row.setdefault("instances", 0)
+                row.setdefault("metrics", {})
+            elif row["role"] == "sink":
+                row.setdefault("target", "")
         self._summary = status["summary"]
         self.events_submitted = status["events_submitted"]
         self.backlog = status["backlog"]
@@ -152,6 +158,11 @@ class EngineMirror:
             )
             for r in self._summary
         }
+
+    def want_metrics(self) -> None:
+        """Have statuses carry the operators' own metrics from now on (metrics and the
+        dashboard call this when they attach; reading them does too)."""
+        self._want()
 
     def _want(self) -> None:
         if not self._wanted:
