@@ -524,6 +524,12 @@ def _scalars(m: NodeMetrics) -> list[tuple[str, str, float]]:
             ("fogrt_engine_events_submitted_total", "Events fed in", engine.events_submitted),
             ("fogrt_engine_backlog_batches", "Micro-batches queued", engine.backlog),
         ]
+        usage = getattr(engine, "process_usage", None)
+        if usage is not None:  # an engine process: process_* above are the node's own
+            rows += [
+                ("fogrt_engine_process_cpu_seconds_total", "CPU of the engine process", usage[0]),
+                ("fogrt_engine_process_resident_memory_bytes", "Its RSS", usage[1]),
+            ]
     return rows
 
 

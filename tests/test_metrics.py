@@ -133,6 +133,11 @@ async def test_metrics_parse_and_carry_the_standard_names(
     assert value(f, "fogrt_device_transmissions_saved_total", device="dev-2") == 0
     assert value(f, "fogrt_device_info", device="dev-2", policy="policy.fixed", tx="always") == 1
     assert value(f, "fogrt_redis_configured") == 0 and "fogrt_redis_up" not in f
+    if tests.test_dashboard.ENGINE_PROCESS:  # the engine process's own CPU and memory
+        assert value(f, "fogrt_engine_process_cpu_seconds_total") > 0
+        assert value(f, "fogrt_engine_process_resident_memory_bytes") > 10 << 20
+    else:
+        assert "fogrt_engine_process_cpu_seconds" not in f
 
 
 async def test_checkpoint_gauges_merge_the_node_stats_and_reports(

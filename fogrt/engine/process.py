@@ -148,6 +148,8 @@ class EngineMirror:
         self.events_submitted = status["events_submitted"]
         self.backlog = status["backlog"]
         self.sink_writes = dict(status["sink_writes"])
+        self.process_usage: tuple[float, int] = status.get("usage", (0.0, 0))
+        """``(CPU seconds, resident bytes)`` of the engine process."""
         self.flow.stats = {
             r["id"]: SimpleNamespace(
                 events_in=r["in"],
@@ -541,6 +543,7 @@ class _Child:
             "backlog": engine.backlog + len(self.pending),
             "sink_writes": dict(engine.sink_writes),
             "loop": None,
+            "usage": (time.process_time(), _rss_bytes()),
         }
         loop = self.loop
         if loop is not None:
@@ -618,6 +621,15 @@ class _Child:
         else:
             raise EngineProcessError(f"unknown message {kind!r}")
         return True
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 async def _serve(sock: socket.socket) -> int:
