@@ -65,14 +65,16 @@ def engine_mode(request: pytest.FixtureRequest) -> Iterator[None]:
     ENGINE_PROCESS = False
 
 
-async def start_node(tmp_path: Path, topology: str = TOPOLOGY) -> FogNode:
+async def start_node(
+    tmp_path: Path, topology: str = TOPOLOGY, engine_process: bool | None = None
+) -> FogNode:
     cfg = NodeConfig(
         coap_host="127.0.0.1",
         coap_port=0,
         state_dir=tmp_path / "state",
         output_dir=tmp_path / "out",
         fsync=False,
-        engine_process=ENGINE_PROCESS,
+        engine_process=ENGINE_PROCESS if engine_process is None else engine_process,
     )
     node = FogNode(compile_topology(topology, "dash.yaml"), cfg)
     await node.start()

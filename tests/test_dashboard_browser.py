@@ -58,7 +58,7 @@ async def stream_uplinks(devices: Devices, stop: asyncio.Event) -> None:
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[tuple[FogNode, Dashboard, Devices]]:
-    node = await start_node(tmp_path, WITH_MODEL)
+    node = await start_node(tmp_path, WITH_MODEL, engine_process=True)  # as `fogrt run`
     dash = Dashboard(node, "127.0.0.1", 0)
     await dash.start()
     ctx = await aiocoap.Context.create_client_context()
