@@ -14,14 +14,19 @@ the dedup marks of applied records. The log joins them:
 - engine -> node: the consumed offset; every control the policies set, in the order they set
   it, so the node's records have the same versions; the events the taps need (each sink
   batch's first event with an arrival time and its anomalies, for latency histograms and
-  the anomaly feed); a status each second (node counters, operator metrics, policy counters);
-  and the answers to requests. A snapshot's answer follows every control set before it, so
-  the node's control records are those of the snapshot's offset.
+  the anomaly feed); a status each second (node counters, policy counters, its CPU and
+  memory, and operator metrics once someone reads them); and the answers to requests. A
+  snapshot's answer follows every control set before it, so the node's control records are
+  those of the snapshot's offset.
 
-Checkpoints stay consistent: the node stops feeding, the engine answers with its state at
-exactly the records fed so far, and the node adds the registry and control records and
-writes the checkpoint. The engine process ends when the socket closes: a node killed with
-``kill -9`` takes its engine with it, and a restart replays the log after the checkpoint.
+Checkpoints stay consistent: between two steps of its applier (128 records), with its
+operators at rest, the engine process answers with its state and the offset it reflects
+(records still queued in it are not in it, and are replayed after a restart); the node adds
+the registry and control records and writes the checkpoint at that offset. The engine
+process ends when the node tells it to (after draining) or when the socket closes: a node
+killed with ``kill -9`` takes its engine with it, and a restart replays the log after the
+checkpoint. It ignores SIGINT and SIGTERM (a Ctrl-C or a service manager signals the whole
+group; the node drains through it first). If it dies, the node stops and exits 1.
 
 Frames are a 4-byte length and a pickle; both ends are this package, over a socket pair
 nobody else holds.
@@ -341,8 +346,8 @@ class EngineProcess:
         dict[str, list[tuple[int, int, bytes]]],
         dict[str, list[Any]],
     ]:
-        """``(offset, operators, dedup, policies)`` once the engine has applied everything
-        fed so far; stop feeding first."""
+        """``(offset, operators, dedup, policies)``: the engine process's state after the
+        records it has applied (``offset``; records it holds queued come after)."""
         offset, operators, dedup, policies = await self._request(("snapshot",))
         return offset, operators, dedup, policies
 
@@ -357,7 +362,7 @@ class EngineProcess:
         if proc is None:
             return None
         if proc.returncode is None and self.error is None:
-            with contextlib.suppress(EngineProcessError):
+            with contextlib.suppress(EngineProcessError, TimeoutError):
                 await asyncio.wait_for(self._request(("stop",)), timeout)
         if self._writer is not None:
             self._writer.close()
