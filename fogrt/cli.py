@@ -648,7 +648,7 @@ def _run(args: argparse.Namespace) -> int:
 
     aio.run(serve())
     if node.failed.is_set():
-        print("fogrt run: the engine process failed (see the log above)", file=sys.stderr)
+        print("fogrt run: the engine failed (see the log above)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

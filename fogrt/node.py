@@ -157,7 +157,7 @@ class _Inline:
         self.applier = LogApplier(node.topology, self.engine, loop, decoders)
         self.decoded = service.decoded
         self.consumed = 0
-        self.failed = asyncio.Event()
+        self.failed = self.engine.failed
 
     async def start(self, offset: int, restore: Restore | None) -> int:
         self.consumed = offset
@@ -184,7 +184,11 @@ class _Inline:
         await self.engine.idle()
 
     async def stop(self) -> None:
-        await self.engine.stop(flush=False)
+        try:
+            await self.engine.stop(flush=False)
+        except Exception:  # a sink failure, logged when it happened
+            if not self.engine.failed.is_set():
+                raise
 
 
 class FogNode:
@@ -224,8 +228,8 @@ class FogNode:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
         self.failed = asyncio.Event()
-        """Set when the engine process failed: the node cannot apply readings any more
-        (``fogrt run`` stops and exits 1)."""
+        """Set when the engine failed (a sink failed, or the engine process died): the node
+        cannot apply readings any more (``fogrt run`` stops and exits 1)."""
 
     @property
     def consumed(self) -> int:

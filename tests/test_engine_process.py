@@ -106,7 +106,7 @@ def test_a_dead_engine_process_stops_the_node_and_a_restart_loses_nothing(
     finally:
         node.kill()
     log = node.stderr
-    assert "engine_process_failed" in log and "the engine process failed" in log
+    assert "engine_process_failed" in log and "fogrt run: the engine failed" in log
     # Nothing acknowledged is lost: a restart replays the log into a new engine process.
     node = NodeProcess(topology, state, out)
     try:
@@ -172,3 +172,21 @@ def test_retry_after_is_the_max_age_of_a_503(tmp_path: Path, topology: Path) -> 
         assert node.terminate() == 0
     assert reply.code == 0xA3  # 5.03: the device table is full
     assert reply.option_values(coap.MAX_AGE) == [bytes([42])]
+
+
+@pytest.mark.parametrize("engine", ["process", "inline"])
+def test_a_failing_sink_stops_the_node_with_exit_1(tmp_path: Path, engine: str) -> None:
+    """/dev/full opens, then every write fails (ENOSPC): the node must not stall with an
+    engine that no longer takes anything in."""
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY.replace("path: raw.jsonl", "path: /dev/full"))
+    node = NodeProcess(topology, tmp_path / "state", tmp_path / "out", "--engine", engine)
+    try:
+        assert send(node.port, "d", range(1)) == [0]  # durable: acknowledged
+        assert wait_until(lambda: node.proc.poll() is not None), "the node kept running"
+        assert node.proc.returncode == 1
+    finally:
+        node.kill()
+    log = node.stderr
+    assert "sink_failed" in log and "No space left on device" in log
+    assert "fogrt run: the engine failed" in log

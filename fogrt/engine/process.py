@@ -583,6 +583,11 @@ class _Child:
                 self.consumed += n
             self.send(("consumed", self.consumed))
 
+    async def watch_engine(self) -> None:
+        """Raise when the engine fails (a sink): this process cannot go on."""
+        await self.engine.failed.wait()
+        raise EngineProcessError(self.engine.failure or "the engine failed")
+
     async def idle(self) -> None:
         """Everything received is applied and through the sinks."""
         while self.pending or self._applying.locked():
@@ -660,7 +665,11 @@ async def _serve(sock: socket.socket) -> int:
 
         _tune_gc()
     child.send(("reply", child.instances))
-    tasks = [asyncio.create_task(child.statuses()), asyncio.create_task(child.apply_forever())]
+    tasks = [
+        asyncio.create_task(child.statuses()),
+        asyncio.create_task(child.apply_forever()),
+        asyncio.create_task(child.watch_engine()),
+    ]
     try:
         while True:
             reading = asyncio.ensure_future(_read(reader))
@@ -677,9 +686,10 @@ async def _serve(sock: socket.socket) -> int:
                 break
             await writer.drain()
     except Exception as exc:
-        log.error("engine_process_failed", error=f"{type(exc).__name__}: {exc}")
+        why = str(exc) if isinstance(exc, FogError) else f"{type(exc).__name__}: {exc}"
+        log.error("engine_process_failed", error=why)
         with contextlib.suppress(Exception):
-            writer.write(_frame(("failed", f"{type(exc).__name__}: {exc}")))
+            writer.write(_frame(("failed", why)))
             await writer.drain()
         return 1
     finally:

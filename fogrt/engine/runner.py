@@ -76,6 +76,9 @@ class Engine:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()  # held while operators run (batches, ticks)
+        self.failed = asyncio.Event()
+        """Set when a sink failed: the engine stopped processing (``failure`` says why)."""
+        self.failure: str | None = None
 
     async def start(self) -> None:
         for sink_id, sink in self.sinks.items():
@@ -126,8 +129,9 @@ class Engine:
         if not self._started:
             return
         self._started = False
-        await self._queue.put(None)
         consumer, *others = self._tasks
+        if not consumer.done():  # after a failure nothing takes from the queue any more
+            await self._queue.put(None)
         for task in others:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -183,12 +187,10 @@ class Engine:
             try:
                 await self.sinks[sink_id].write(batch)
             except Exception as exc:
-                log.error(
-                    "sink_failed",
-                    sink=sink_id,
-                    events=len(batch),
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("sink_failed", sink=sink_id, events=len(batch), error=error)
+                self.failure = f"sink {sink_id!r} failed: {error}"
+                self.failed.set()
                 raise
             self.sink_writes[sink_id] += len(batch)
 
