@@ -173,7 +173,9 @@ def _parser() -> argparse.ArgumentParser:
             Serve a topology on a CoAP port. Devices POST readings to /r/<source> (msgpack
             bodies, see docs/wire-format.md); each is acknowledged (2.04 with the device's
             control) only once it is durable in the ingest log under --state. The engine
-            consumes the log in order. SIGINT/SIGTERM: stop accepting, drain, exit 0."""),
+            (in a process of its own unless --engine inline) consumes the log in order.
+            SIGINT/SIGTERM: stop accepting, drain, checkpoint, exit 0. Exit 1 if the engine
+            fails (a sink, or its process): a restart replays the log."""),
         epilog=textwrap.dedent("""\
             examples:
               fogrt run topologies/wsn-events.yaml
