@@ -368,12 +368,13 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _cpu_of(pid: int | None) -> float | None:
-    """CPU seconds (user + system, all threads) of process ``pid`` and its descendants."""
+def _cpu_of(pid: int | None, tree: bool = True) -> float | None:
+    """CPU seconds (user + system, all threads) of process ``pid`` and (``tree``) its
+    descendants."""
     if pid is None:
         return None
     total, seen = 0.0, False
-    for p in _tree(pid):
+    for p in _tree(pid) if tree else [pid]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -442,7 +443,8 @@ async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, 
     await asyncio.sleep(max(0.0, cfg["warmup"] - (time.perf_counter() - start)))
     t0 = time.perf_counter()
     snap0 = run.snapshot()
-    cpu0 = (_own_cpu(), _cpu_of(cfg.get("server_pid")), machine_busy())
+    pid = cfg.get("server_pid")
+    cpu0 = (_own_cpu(), _cpu_of(pid), machine_busy(), _cpu_of(pid, tree=False))
     samples = []
     next_sample = t0 + 1.0
     deadline = t0 + cfg["duration"]
@@ -456,7 +458,7 @@ async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, 
             next_sample += 1.0
     t1 = min(time.perf_counter(), run.ran_out_at or float("inf"))
     snap1 = run.snapshot()
-    cpu1 = (_own_cpu(), _cpu_of(cfg.get("server_pid")), machine_busy())
+    cpu1 = (_own_cpu(), _cpu_of(pid), machine_busy(), _cpu_of(pid, tree=False))
     for p in peers:
         p.sending = False
     # Let what is in flight complete (or time out) so the totals are complete.
@@ -504,6 +506,11 @@ async def _load(cfg: dict[str, Any], datagrams: list[list[bytes]]) -> dict[str, 
         "server_cpu": (
             (cpu1[1] - cpu0[1]) / seconds
             if cpu0[1] is not None and cpu1[1] is not None and seconds > 0
+            else None
+        ),
+        "server_main_cpu": (
+            (cpu1[3] - cpu0[3]) / seconds
+            if cpu0[3] is not None and cpu1[3] is not None and seconds > 0
             else None
         ),
         "machine_busy": (cpu1[2] - cpu0[2]) / seconds if seconds > 0 else None,
@@ -879,6 +886,11 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for name in best:
         r = best[name]
         notes = []
+        main, total = r.get("server_main_cpu"), r["server_cpu"]
+        if main is not None and total is not None and total - main > 0.01:
+            notes.append(
+                f"server cores: node process {main:.2f}, engine process {total - main:.2f}"
+            )
         if r["ran_out"]:
             notes.append(f"ran out of pre-encoded datagrams after {r['seconds']:.1f} s")
         for k in ("mid_wraps", "unmatched", "mismatched", "malformed", "send_errors"):
