@@ -74,6 +74,15 @@ def temps(out: Path, device: str) -> list[float]:
     return sorted(r["temp"] for r in rows if r["device"] == device)
 
 
+def stops_with_exit_1(node: NodeProcess) -> str:
+    """Wait for the node to stop on its own; its log, which says the engine failed."""
+    assert wait_until(lambda: node.proc.poll() is not None), "the node kept running"
+    assert node.proc.returncode == 1
+    log = node.stderr
+    assert "fogrt run: the engine failed" in log
+    return log
+
+
 @pytest.fixture
 def topology(tmp_path: Path) -> Path:
     path = tmp_path / "t.yaml"
@@ -101,12 +110,10 @@ def test_a_dead_engine_process_stops_the_node_and_a_restart_loses_nothing(
         acked = send(node.port, "d", range(20))
         assert acked == list(range(20))
         os.kill(engine_pid(node), 9)
-        assert wait_until(lambda: node.proc.poll() is not None), "the node kept running"
-        assert node.proc.returncode == 1
+        log = stops_with_exit_1(node)
     finally:
         node.kill()
-    log = node.stderr
-    assert "engine_process_failed" in log and "fogrt run: the engine failed" in log
+    assert "engine_process_failed" in log
     # Nothing acknowledged is lost: a restart replays the log into a new engine process.
     node = NodeProcess(topology, state, out)
     try:
@@ -183,10 +190,7 @@ def test_a_failing_sink_stops_the_node_with_exit_1(tmp_path: Path, engine: str) 
     node = NodeProcess(topology, tmp_path / "state", tmp_path / "out", "--engine", engine)
     try:
         assert send(node.port, "d", range(1)) == [0]  # durable: acknowledged
-        assert wait_until(lambda: node.proc.poll() is not None), "the node kept running"
-        assert node.proc.returncode == 1
+        log = stops_with_exit_1(node)
     finally:
         node.kill()
-    log = node.stderr
     assert "sink_failed" in log and "No space left on device" in log
-    assert "fogrt run: the engine failed" in log
