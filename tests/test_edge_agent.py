@@ -248,6 +248,9 @@ async def test_a_board_whose_clock_is_set_sends_it_and_each_reading_keeps_its_ti
         dev = Device(agent_config(tmp_path / "flash", node.address[1]), readings)
         dev.hal.epoch_offset = 1_700_000_000  # as after NTP at cold boot
         dev.hal.clock = 1_234  # not on a whole second
+        # The simulated clock alone (HostHal adds real elapsed time, which can pass a
+        # millisecond between this test's reading of the clock and the agent's).
+        dev.hal.now_ms = lambda: dev.hal.clock  # type: ignore[method-assign]
         await dev.wakes(3)
         rows = await settle(node, tmp_path, 3)
         assert [r["time"] for r in rows] == [1_700_000_000 + t / 1000 for t in taken]

@@ -67,6 +67,13 @@ class Harness:
             self.topo, self.state, self.out, "--checkpoint-every", "0.3", *self.extra, env=self.env
         )
 
+    async def checkpointed(self, timeout: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while "checkpoint_written" not in self.node.stderr:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("no checkpoint within 30 s:\n" + self.node.stderr[-2000:])
+            await asyncio.sleep(0.01)
+
     async def stream_with_kills(
         self, kills: int, seed: int, on_kill: object = None, before_stop: object = None
     ) -> Fleet:
@@ -75,9 +82,15 @@ class Harness:
         moments = sorted(rng.sample(range(total // 20, total - total // 20), kills))
         fleet = self.fleet = Fleet(DEVICES, UPLINKS, PER, lambda: self.node.port)
         devices = asyncio.create_task(fleet.run())
-        for moment in moments:
+        for i, moment in enumerate(moments):
             while fleet.acked < moment and not devices.done():
                 await asyncio.sleep(0.005)
+            if i == 0:
+                # The first kill waits for a checkpoint of this run, so that a restart has
+                # one to restore: ingest can acknowledge the whole stream faster than the
+                # engine process applies it, and a node killed before its first checkpoint
+                # would only test replaying the log.
+                await self.checkpointed()
             self.node.kill()
             if callable(on_kill):
                 on_kill()
