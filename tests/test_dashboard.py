@@ -199,6 +199,11 @@ async def test_endpoints_describe_what_the_node_received(
     assert set(latest["checkpoint"]) == {"count", "age_s", "duration_s", "failures", "size_bytes"}
     assert latest["checkpoint"]["failures"] == 0 and latest["state_backend"]["kind"] == "file"
     assert ov["node"]["topology"] == "dash-test" and ov["node"]["coap_paths"] == ["/r/room"]
+    if ENGINE_PROCESS:
+        assert ov["node"]["engine"] == "process" and ov["node"]["engine_pid"] == node.engine_pid
+        assert ov["node"]["engine_rss_bytes"] > 10 << 20
+    else:
+        assert ov["node"]["engine"] == "inline" and "engine_pid" not in ov["node"]
     history = ov["history"]
     assert set(history) >= {"t", "readings_rate", "uplinks_rate", "ack_p50", "ack_p99", "lag"}
     assert len({len(column) for column in history.values()}) == 1

@@ -97,6 +97,15 @@ THREAD_ABOVE = 5000
 """Device tables bigger than this are sorted in a worker thread."""
 
 
+def _engine_info(node: Any) -> dict[str, Any]:
+    """Where the engine runs: ``inline``, or ``process`` with its pid and resident memory."""
+    pid = getattr(node, "engine_pid", None)
+    if pid is None:
+        return {"engine": "inline"}
+    usage = getattr(node.engine, "process_usage", (0.0, 0))
+    return {"engine": "process", "engine_pid": pid, "engine_rss_bytes": usage[1]}
+
+
 def build_app(ctx: AppContext) -> ASGIApp:
     """The ASGI app: routes, then access control and security headers around them."""
 
@@ -113,6 +122,7 @@ def build_app(ctx: AppContext) -> ASGIApp:
             "coap_paths": node.service.paths() if node.service is not None else [],
             "policy": ctx.metrics.policy(),
             "online_factor": ctx.metrics.online_factor,
+            **_engine_info(node),
         }
         return _Json(body, headers=NO_STORE)
 

@@ -197,6 +197,9 @@
     const rows = [
       ["topology", nodeInfo.topology], ["fogrt", nodeInfo.version],
       ["uptime", fmtDuration(s.uptime_s)], ["CoAP paths", nodeInfo.coap_paths.join(", ")],
+      ["engine", nodeInfo.engine === "process"
+        ? "process " + nodeInfo.engine_pid + (nodeInfo.engine_rss_bytes ? ", " + fmtBytes(nodeInfo.engine_rss_bytes) : "")
+        : "inline"],
       ["control policy", nodeInfo.policy], ["log", fmtNum(s.log_end) + " records, " + fmtBytes(s.disk_bytes)],
       ["anomalies", fmtNum(s.anomalies.total)], ["state backend", backend],
     ];
