@@ -515,6 +515,9 @@ class _Child:
         if self.loop is not None:
             self.loop.external.update(init["external"])
         self.tapped: list[tuple[str, list[Event]]] = []
+        # Only these sinks can carry anomalies (the anomaly feed reads no others): the other
+        # sinks' batches are not scanned event by event.
+        self._anomaly_sinks = {n.id for n in topology.by_role("sink") if "is_anomaly" in n.schema}
         self.engine.taps.append(self._tap)
         self._sent_devices: dict[str, tuple[str, int]] = {}
         self.metrics: bool = init["metrics"]
@@ -523,7 +526,11 @@ class _Child:
 
     def _tap(self, sink_id: str, batch: Sequence[Event]) -> None:
         first = next((e for e in batch if e.arrival > 0), None)
-        picked = [e for e in batch if e.fields.get("is_anomaly") is True][-MAX_TAP_EVENTS:]
+        picked = (
+            [e for e in batch if e.fields.get("is_anomaly") is True][-MAX_TAP_EVENTS:]
+            if sink_id in self._anomaly_sinks
+            else []
+        )
         if first is not None and (not picked or picked[0] is not first):
             picked.insert(0, first)
         if picked:
