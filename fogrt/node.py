@@ -37,7 +37,7 @@ import structlog
 
 from fogrt.control import ControlStore
 from fogrt.control.loop import ControlLoop
-from fogrt.engine.applier import LogApplier, control_loop
+from fogrt.engine.applier import LogApplier, Snapshot, control_loop
 from fogrt.engine.process import (
     ControlLoopMirror,
     EngineMirror,
@@ -128,11 +128,7 @@ class _Side(Protocol):
 
     async def start(self, offset: int, restore: Restore | None) -> int: ...
     async def feed(self, chunk: Sequence[tuple[int, bytes]]) -> None: ...
-    async def snapshot(
-        self,
-    ) -> tuple[
-        int, dict[str, dict[str, bytes]], dict[str, list[tuple[int, int, bytes]]], dict[str, Any]
-    ]: ...
+    async def snapshot(self) -> Snapshot: ...
     async def idle(self) -> None: ...
     async def stop(self) -> Any: ...
 
@@ -171,11 +167,7 @@ class _Inline:
         await self.applier.apply(chunk, self.decoded)
         self.consumed += len(chunk)
 
-    async def snapshot(
-        self,
-    ) -> tuple[
-        int, dict[str, dict[str, bytes]], dict[str, list[tuple[int, int, bytes]]], dict[str, Any]
-    ]:
+    async def snapshot(self) -> Snapshot:
         async with self.engine.paused():
             operators, policies = await self.applier.snapshot()
             return self.consumed, operators, self.applier.applied.state(), policies

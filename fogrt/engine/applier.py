@@ -33,6 +33,12 @@ T = TypeVar("T")
 Decoded = tuple[str, Uplink, float]
 """``(source id, uplink, arrival)`` of a record, as ingest decoded it."""
 
+Snapshot = tuple[
+    int, dict[str, dict[str, bytes]], dict[str, list[tuple[int, int, bytes]]], dict[str, Any]
+]
+"""``(offset, operators, dedup marks, policies)``: the engine's state after the records up to
+``offset`` (what a checkpoint takes from the engine side)."""
+
 
 class LogApplier:
     """Applies log records, in order, exactly once: see the module docstring."""

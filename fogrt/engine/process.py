@@ -54,7 +54,7 @@ import structlog
 
 from fogrt.control import ControlStore
 from fogrt.control.loop import ControlLoop
-from fogrt.engine.applier import LogApplier, control_loop
+from fogrt.engine.applier import LogApplier, Snapshot, control_loop
 from fogrt.engine.runner import Engine
 from fogrt.errors import FogError
 from fogrt.event import Event
@@ -338,18 +338,11 @@ class EngineProcess:
         self._send(("records", chunk[0][0], [blob for _, blob in chunk]))
         self._sent += len(chunk)
 
-    async def snapshot(
-        self,
-    ) -> tuple[
-        int,
-        dict[str, dict[str, bytes]],
-        dict[str, list[tuple[int, int, bytes]]],
-        dict[str, list[Any]],
-    ]:
-        """``(offset, operators, dedup, policies)``: the engine process's state after the
-        records it has applied (``offset``; records it holds queued come after)."""
-        offset, operators, dedup, policies = await self._request(("snapshot",))
-        return offset, operators, dedup, policies
+    async def snapshot(self) -> Snapshot:
+        """The engine process's state after the records it has applied (``offset``;
+        records it holds queued come after)."""
+        snapshot: Snapshot = await self._request(("snapshot",))
+        return snapshot
 
     async def idle(self) -> None:
         """Wait until the engine process has processed everything fed (status updated)."""
