@@ -662,8 +662,10 @@ class Server:
         engine: str = "process",
         retry_after: int | None = None,
         max_lag: int = PUMP_MAX_LAG,
+        engines: int = 1,
     ) -> None:
         self.name = name
+        self.engines = engines
         self.max_lag = max_lag
         self.engine = engine
         self.retry_after = retry_after
@@ -711,6 +713,8 @@ class Server:
             if self.rcvbuf:
                 cmd += ["--rcvbuf", str(self.rcvbuf)]
             cmd += ["--engine", self.engine]
+            if self.engines > 1:
+                cmd += ["--engines", str(self.engines)]
             if self.retry_after is not None:
                 cmd += ["--retry-after", str(self.retry_after)]
             if self.name == "pump10":
@@ -777,7 +781,7 @@ def run_target(name: str, args: argparse.Namespace, tmp: Path, duration: float) 
     if args.idle_wait > 0:
         wait_idle(0.3, args.idle_wait)
     retry = args.retry_after if args.honor_max_age else None
-    server = Server(name, tmp, args.rcvbuf, args.engine, retry, args.pump_max_lag)
+    server = Server(name, tmp, args.rcvbuf, args.engine, retry, args.pump_max_lag, args.engines)
     server.start()
     assert server.proc is not None
     pid = server.proc.pid
@@ -889,7 +893,9 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         main, total = r.get("server_main_cpu"), r["server_cpu"]
         if main is not None and total is not None and total - main > 0.01:
             notes.append(
-                f"server cores: node process {main:.2f}, engine process {total - main:.2f}"
+                f"server cores: node process {main:.2f}, engine "
+                + ("process" if args.engines == 1 else f"processes ({args.engines})")
+                + f" {total - main:.2f}"
             )
         if r["ran_out"]:
             notes.append(f"ran out of pre-encoded datagrams after {r['seconds']:.1f} s")
@@ -1094,6 +1100,14 @@ def main() -> None:
         "engine in two processes) or 'inline' (one process)",
     )
     p.add_argument(
+        "--engines",
+        type=int,
+        default=1,
+        metavar="N",
+        help="fogrt run --engines of the fogrt targets: N engine processes, the devices split "
+        "among them (default 1)",
+    )
+    p.add_argument(
         "--honor-max-age",
         action="store_true",
         help="a slot of the window that gets 5.03 waits --retry-after seconds before its "
@@ -1147,6 +1161,7 @@ def main() -> None:
         f"devices, warm-up {args.warmup:g} s, timeout {args.timeout:g} s, no retransmission"
         + (f", fogrt --rcvbuf {args.rcvbuf}" if args.rcvbuf else "")
         + f", fogrt --engine {args.engine}"
+        + (f" --engines {args.engines}" if args.engines > 1 else "")
         + (
             f", devices honour Max-Age (fogrt --retry-after {args.retry_after})"
             if args.honor_max_age

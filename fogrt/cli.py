@@ -181,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
               fogrt run topologies/wsn-events.yaml
               fogrt run topologies/pump-monitoring.yaml --coap 127.0.0.1:0 --state /var/lib/fogrt
               fogrt run topologies/wsn-events.yaml --devices allowed.txt
+              fogrt run topologies/pump-monitoring.yaml --engines 2
             """),
     )
     n.add_argument(
@@ -290,6 +291,15 @@ def _parser() -> argparse.ArgumentParser:
         help="where operators, sinks and control policies run: 'process' (default), an "
         "engine process fed from the ingest log, so ingest and engine each get a core; "
         "'inline', in this process (one core; less memory)",
+    )
+    n.add_argument(
+        "--engines",
+        type=int,
+        default=1,
+        metavar="N",
+        help="engine processes: N > 1 splits the devices among N engine processes by a hash "
+        "of the device id (for an engine that needs more than one core; every operator must "
+        "be keyed by device; sinks are written by this process)",
     )
     n.add_argument(
         "--http",
@@ -576,6 +586,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--retry-after {args.retry_after}: expected 1..86400 seconds")
     if args.rcvbuf is not None and args.rcvbuf < 1:
         raise InputError(f"--rcvbuf {args.rcvbuf}: expected a positive number of bytes")
+    _check_engines(args, topology)
     config = NodeConfig(
         coap_host=host,
         coap_port=port,
@@ -591,6 +602,7 @@ def _run(args: argparse.Namespace) -> int:
         max_disk_bytes=args.max_disk * 1024 * 1024 if args.max_disk else None,
         rcvbuf=args.rcvbuf,
         engine_process=args.engine == "process",
+        engines=args.engines,
         gc_tuning=True,  # one node for the process's lifetime
     )
     speed: float | None = None
@@ -655,6 +667,19 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_engines(args: argparse.Namespace, topology: Any) -> None:
+    from fogrt.engine.partitions import MAX_ENGINES, unpartitionable
+
+    if not 1 <= args.engines <= MAX_ENGINES:
+        raise InputError(f"--engines {args.engines}: expected 1..{MAX_ENGINES}")
+    if args.engines > 1:
+        if args.engine == "inline":
+            raise InputError("--engines N > 1 runs engine processes; not with --engine inline")
+        why = unpartitionable(topology)
+        if why is not None:
+            raise InputError(f"--engines {args.engines}: {why}")
+
+
 def _banner(node: Any, dash: Any = None) -> None:
     from fogrt.node import _show
 
@@ -667,13 +692,21 @@ def _banner(node: Any, dash: Any = None) -> None:
         f"  state  : {node.backend.url}  (ingest log in {cfg.state_dir / 'log'}: "
         f"{node.ingest_log.end_offset} records; checkpoint every {cfg.checkpoint_every:g} s)",
         f"  devices: {cfg.registry.mode}",
-        "  engine : " + (f"process {node.engine_pid}" if node.engine_pid is not None else "inline"),
+        "  engine : " + _engine_line(node.engine_pids),
         "  stop   : Ctrl-C (drains, then exits 0)",
     ]
     if dash is not None:
         auth = "; token required" if dash.token_required else ""
         lines.insert(-1, f"  http   : {dash.url}  (dashboard; Prometheus at /metrics{auth})")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _engine_line(pids: list[int]) -> str:
+    if not pids:
+        return "inline"
+    if len(pids) == 1:
+        return f"process {pids[0]}"
+    return f"{len(pids)} processes ({', '.join(map(str, pids))}), devices split by hash"
 
 
 def _delegate(args: argparse.Namespace) -> int:

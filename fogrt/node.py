@@ -20,7 +20,8 @@ checkpoint, stop the engine, close the log.
 The engine runs in this process (``engine_process=False``: records this process appended
 are not even decoded twice) or in an engine process of its own
 (:mod:`fogrt.engine.process`, what ``fogrt run`` does): the node feeds it the log's durable
-records, and its snapshots, taken at the records it has applied, make the checkpoints.
+records, and its snapshots, taken at the records it has applied, make the checkpoints; or
+in several, each over a partition of the devices (:mod:`fogrt.engine.partitions`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import structlog
 from fogrt.control import ControlStore
 from fogrt.control.loop import ControlLoop
 from fogrt.engine.applier import LogApplier, Snapshot, control_loop
+from fogrt.engine.partitions import EnginePartitions
 from fogrt.engine.process import (
     ControlLoopMirror,
     EngineMirror,
@@ -100,6 +102,10 @@ class NodeConfig:
     engine_process: bool = False
     """Run the engine (operators, sinks, control policies) in a process of its own, fed
     from the ingest log, so ingest and engine each have a core (``fogrt run`` does)."""
+    engines: int = 1
+    """Engine processes (with ``engine_process``): more than one partitions the devices among
+    them by a hash of the device id (:mod:`fogrt.engine.partitions`; every operator must be
+    keyed by device)."""
     gc_tuning: bool = False
     """After start-up, freeze every object alive out of the cyclic garbage collector and
     collect the youngest generation every 20,000 net allocations instead of 700. For a
@@ -191,9 +197,23 @@ class FogNode:
         self.config = config or NodeConfig()
         self.controls = ControlStore()
         self._loop = control_loop(topology, self.controls)
-        self._process: EngineProcess | None = None
+        self._process: EngineProcess | EnginePartitions | None = None
         self.control_loop: ControlLoop | ControlLoopMirror | None = self._loop
-        if self.config.engine_process:
+        if self.config.engine_process and self.config.engines > 1:
+            self._process = EnginePartitions(
+                topology,
+                self.controls,
+                self._loop,
+                self.config.engines,
+                output_dir=self.config.output_dir,
+                tick_interval=self.config.tick_interval,
+                limits=self.config.limits,
+                gc_tuning=self.config.gc_tuning,
+            )
+            self.control_loop = self._process.control_loop
+        elif self.config.engines > 1:
+            raise ValueError("engine partitions (engines > 1) need engine_process=True")
+        elif self.config.engine_process:
             self._process = EngineProcess(
                 topology,
                 self.controls,
@@ -204,7 +224,7 @@ class FogNode:
                 gc_tuning=self.config.gc_tuning,
             )
             self.control_loop = self._process.control_loop
-        self._side: _Side | None = None
+        self._side: _Side | EnginePartitions | None = None
         self.ingest_log: IngestLog | None = None
         self.engine: Engine | EngineMirror | None = None
         self.service: IngestService | None = None
@@ -231,8 +251,18 @@ class FogNode:
 
     @property
     def engine_pid(self) -> int | None:
-        """The engine process's pid (None: the engine runs in this process)."""
-        return self._process.pid if self._process is not None else None
+        """The engine process's pid (the first partition's; None: the engine runs in this
+        process)."""
+        pids = self.engine_pids
+        return pids[0] if pids else None
+
+    @property
+    def engine_pids(self) -> list[int]:
+        """The pids of the engine processes (one per partition; none when inline)."""
+        process = self._process
+        if isinstance(process, EnginePartitions):
+            return process.pids
+        return [process.pid] if process is not None and process.pid is not None else []
 
     @property
     def address(self) -> tuple[Any, ...]:
@@ -261,7 +291,7 @@ class FogNode:
             retry_after=cfg.retry_after,
             consumed=lambda: self.consumed,
         )
-        side: _Side
+        side: _Side | EnginePartitions
         if self._process is not None:
             self.service.keep_decoded = False
             side = self._process
@@ -315,7 +345,8 @@ class FogNode:
             checkpoint_offset=restored,
             replay_records=recovered,
             paths=self.service.paths(),
-            engine="process" if self._process is not None else "inline",
+            engine="inline" if self._process is None else "process",
+            engine_pids=self.engine_pids,
         )
 
     async def _restore(self) -> tuple[int | None, Restore | None]:
@@ -434,16 +465,15 @@ class FogNode:
         assert self._side is not None and self.service is not None
         assert self.backend is not None and self.ingest_log is not None
         started = time.perf_counter()
-        async with self._consume_lock:
-            offset, operators, dedup, policies = await self._side.snapshot()
-            ckpt = Checkpoint(
-                offset,
-                operators,
-                dedup,
-                self.service.registry.state(),
-                self.controls.state(),
-                policies=policies,
-            )
+        side = self._side
+        if isinstance(side, EnginePartitions):  # feeding goes on while partitions answer
+            (offset, operators, dedup, policies), controls = await side.snapshot(self._consume_lock)
+            registry = self.service.registry.state()
+        else:
+            async with self._consume_lock:
+                offset, operators, dedup, policies = await side.snapshot()
+                registry, controls = self.service.registry.state(), self.controls.state()
+        ckpt = Checkpoint(offset, operators, dedup, registry, controls, policies=policies)
         blob = await asyncio.to_thread(pack, ckpt, self.topology, self._key)
         await self.backend.write(offset, blob)
         self._kept = sorted({*self._kept, offset})[-self.config.keep_checkpoints :]

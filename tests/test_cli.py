@@ -138,6 +138,9 @@ def test_third_party_operators_register_through_entry_points(
     [
         (["--retry-after", "0"], "--retry-after 0: expected 1..86400 seconds"),
         (["--rcvbuf", "0"], "--rcvbuf 0: expected a positive number of bytes"),
+        (["--engines", "0"], "--engines 0: expected 1..64"),
+        (["--engines", "65"], "--engines 65: expected 1..64"),
+        (["--engines", "2", "--engine", "inline"], "not with --engine inline"),
     ],
 )
 def test_run_refuses_bad_settings_before_starting(

@@ -53,16 +53,20 @@ TOKEN = "s3cret-token-for-tests-only"
 
 
 ENGINE_PROCESS = False
+ENGINES = 1
 
 
-@pytest.fixture(params=["inline", "engine-process"])
+@pytest.fixture(params=["inline", "engine-process", "engine-partitions"])
 def engine_mode(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The node's engine in its process, or in an engine process whose counters, operator
-    metrics and tap events reach the dashboard through the node's process."""
-    global ENGINE_PROCESS
-    ENGINE_PROCESS = request.param == "engine-process"
+    """The node's engine in its process, in an engine process whose counters, operator
+    metrics and tap events reach the dashboard through the node's process, or in two engine
+    processes over halves of the devices (dev-hot hashes to one, dev-0..2 to the other),
+    whose statuses the node adds up and whose sink batches it writes and taps itself."""
+    global ENGINE_PROCESS, ENGINES
+    ENGINE_PROCESS = request.param != "inline"
+    ENGINES = 2 if request.param == "engine-partitions" else 1
     yield
-    ENGINE_PROCESS = False
+    ENGINE_PROCESS, ENGINES = False, 1
 
 
 async def start_node(
@@ -75,6 +79,7 @@ async def start_node(
         output_dir=tmp_path / "out",
         fsync=False,
         engine_process=ENGINE_PROCESS if engine_process is None else engine_process,
+        engines=ENGINES if engine_process is None else 1,
     )
     node = FogNode(compile_topology(topology, "dash.yaml"), cfg)
     await node.start()
@@ -201,7 +206,8 @@ async def test_endpoints_describe_what_the_node_received(
     assert ov["node"]["topology"] == "dash-test" and ov["node"]["coap_paths"] == ["/r/room"]
     if ENGINE_PROCESS:
         assert ov["node"]["engine"] == "process" and ov["node"]["engine_pid"] == node.engine_pid
-        assert ov["node"]["engine_rss_bytes"] > 10 << 20
+        assert ov["node"]["engine_pids"] == node.engine_pids and len(node.engine_pids) == ENGINES
+        assert ov["node"]["engine_rss_bytes"] > ENGINES * (10 << 20)
     else:
         assert ov["node"]["engine"] == "inline" and "engine_pid" not in ov["node"]
     history = ov["history"]

@@ -146,14 +146,21 @@ def test_sigterm_to_node_and_engine_alike_still_drains_and_checkpoints(
     assert wait_until(lambda: not alive(engine))
 
 
-@pytest.mark.parametrize("engine", ["process", "inline"])
+ENGINES = {
+    "process": ("--engine", "process"),
+    "inline": ("--engine", "inline"),
+    "partitions": ("--engines", "2"),  # the node's process writes the partitions' sinks
+}
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
 def test_a_sink_that_cannot_open_is_a_clear_error(
     tmp_path: Path, topology: Path, engine: str
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     cmd = [sys.executable, "-m", "fogrt.cli", "run", str(topology), "--coap", "127.0.0.1:0"]
-    cmd += ["--state", str(tmp_path / "state"), "--output", str(blocker), "--engine", engine]
+    cmd += ["--state", str(tmp_path / "state"), "--output", str(blocker), *ENGINES[engine]]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -181,13 +188,13 @@ def test_retry_after_is_the_max_age_of_a_503(tmp_path: Path, topology: Path) -> 
     assert reply.option_values(coap.MAX_AGE) == [bytes([42])]
 
 
-@pytest.mark.parametrize("engine", ["process", "inline"])
+@pytest.mark.parametrize("engine", list(ENGINES))
 def test_a_failing_sink_stops_the_node_with_exit_1(tmp_path: Path, engine: str) -> None:
     """/dev/full opens, then every write fails (ENOSPC): the node must not stall with an
     engine that no longer takes anything in."""
     topology = tmp_path / "t.yaml"
     topology.write_text(TOPOLOGY.replace("path: raw.jsonl", "path: /dev/full"))
-    node = NodeProcess(topology, tmp_path / "state", tmp_path / "out", "--engine", engine)
+    node = NodeProcess(topology, tmp_path / "state", tmp_path / "out", *ENGINES[engine])
     try:
         assert send(node.port, "d", range(1)) == [0]  # durable: acknowledged
         log = stops_with_exit_1(node)

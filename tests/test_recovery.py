@@ -182,24 +182,33 @@ def final_checkpoint(harness: Harness, url: str | None = None) -> dict[str, dict
     return asyncio.run(read())
 
 
-def test_kill_9_five_times_applies_every_acknowledged_reading_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def kill_9_run(
+    harness: Harness, kills: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """Stream with ``kills`` kill -9 and restarts; check that every acknowledged reading
+    was applied exactly once and the models are those of an uninterrupted run. The logs of
+    the runs, in order."""
     seed = int(os.environ.get("FOGRT_TEST_SEED", random.randrange(1 << 30)))
     print(f"kill moments seed: {seed}")
-    harness = Harness(tmp_path)
-    fleet = asyncio.run(harness.stream_with_kills(5, seed))
+    fleet = asyncio.run(harness.stream_with_kills(kills, seed))
     assert fleet.acked == DEVICES * UPLINKS
     logs = [p.read_text() for p in sorted((tmp_path / "out").glob("node-*.log"))]
-    assert len(logs) == 6
+    assert len(logs) == kills + 1
     assert not any("checkpoint_failed" in text for text in logs)
     restored = sum("checkpoint_restored" in text for text in logs)
-    print(f"restarts that restored a checkpoint: {restored} of 5")
+    print(f"restarts that restored a checkpoint: {restored} of {kills}")
     assert restored >= 1, "restarts must restore checkpoints, not only replay the log"
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
     operators = final_checkpoint(harness)
     check_exactly_once(operators)
     check_models_match(operators)
+    return logs
+
+
+def test_kill_9_five_times_applies_every_acknowledged_reading_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kill_9_run(Harness(tmp_path), 5, tmp_path, monkeypatch)
 
 
 def test_redis_killed_and_restarted_mid_stream(
@@ -253,3 +262,34 @@ def test_redis_killed_and_restarted_mid_stream(
         check_models_match(operators)
     finally:
         redis.stop()
+
+
+class Repartitioning(Harness):
+    """A node whose engine runs in device partitions, as many as the next of ``COUNTS``
+    at each (re)start: every checkpoint is split by another hash modulus than it was
+    merged from."""
+
+    COUNTS = (2, 3, 1, 2, 3, 2)
+    starts = 0
+
+    def start(self) -> NodeProcess:
+        engines = self.COUNTS[self.starts % len(self.COUNTS)]
+        self.starts += 1
+        return NodeProcess(
+            self.topo,
+            self.state,
+            self.out,
+            "--checkpoint-every",
+            "0.3",
+            "--engines",
+            str(engines),
+            env=self.env,
+        )
+
+
+def test_kill_9_with_engine_partitions_of_changing_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = kill_9_run(Repartitioning(tmp_path), 4, tmp_path, monkeypatch)
+    started = [text.count('"event": "engine_process_started"') for text in logs]
+    assert started == [2, 3, 1, 2, 3]

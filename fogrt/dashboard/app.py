@@ -98,12 +98,18 @@ THREAD_ABOVE = 5000
 
 
 def _engine_info(node: Any) -> dict[str, Any]:
-    """Where the engine runs: ``inline``, or ``process`` with its pid and resident memory."""
-    pid = getattr(node, "engine_pid", None)
-    if pid is None:
+    """Where the engine runs: ``inline``, or ``process`` with its pid(s) (one per device
+    partition) and resident memory (of them all)."""
+    pids = list(getattr(node, "engine_pids", ()))
+    if not pids:
         return {"engine": "inline"}
     usage = getattr(node.engine, "process_usage", (0.0, 0))
-    return {"engine": "process", "engine_pid": pid, "engine_rss_bytes": usage[1]}
+    return {
+        "engine": "process",
+        "engine_pid": pids[0],
+        "engine_pids": pids,
+        "engine_rss_bytes": usage[1],
+    }
 
 
 def build_app(ctx: AppContext) -> ASGIApp:

@@ -236,20 +236,25 @@ class Dataflow:
         MAE, RMSE, thresholds) are averaged, weighted by each instance's ``events`` when it
         reports them: ten devices at MAE 0.1 make MAE 0.1, not 1.0.
         """
-        sums: dict[str, float] = {}
-        weights: dict[str, float] = {}
-        for op in self._nodes[node_id].instances.values():
-            values = op.metrics()
-            weight = float(values.get("events", 1.0)) or 1.0
-            for name, value in values.items():
-                if name in LEVEL_METRICS:
-                    sums[name] = sums.get(name, 0.0) + weight * value
-                    weights[name] = weights.get(name, 0.0) + weight
-                else:
-                    sums[name] = sums.get(name, 0.0) + value
-        for name, weight in weights.items():
-            sums[name] /= weight
-        return sums
+        return merge_metrics(op.metrics() for op in self._nodes[node_id].instances.values())
+
+
+def merge_metrics(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Metrics of several instances (or engine partitions) as one: counters summed, levels
+    (:data:`LEVEL_METRICS`) averaged weighted by each part's ``events`` (1 without)."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for values in parts:
+        weight = float(values.get("events", 1.0)) or 1.0
+        for name, value in values.items():
+            if name in LEVEL_METRICS:
+                sums[name] = sums.get(name, 0.0) + weight * value
+                weights[name] = weights.get(name, 0.0) + weight
+            else:
+                sums[name] = sums.get(name, 0.0) + value
+    for name, weight in weights.items():
+        sums[name] /= weight
+    return sums
 
 
 LEVEL_METRICS = frozenset(

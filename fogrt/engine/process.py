@@ -28,6 +28,11 @@ killed with ``kill -9`` takes its engine with it, and a restart replays the log 
 checkpoint. It ignores SIGINT and SIGTERM (a Ctrl-C or a service manager signals the whole
 group; the node drains through it first). If it dies, the node stops and exits 1.
 
+An engine partition (``fogrt run --engines N``, :mod:`fogrt.engine.partitions`) is this
+process over the devices that hash to it: its records are counted rather than numbered by
+log offset, it forwards its sink batches to the node's process (``sinks``), and it answers
+``snapshot_at`` barriers, so that every partition's state is at the same log offset.
+
 Frames are a 4-byte length and a pickle; both ends are this package, over a socket pair
 nobody else holds.
 """
@@ -59,6 +64,7 @@ from fogrt.engine.runner import Engine
 from fogrt.errors import FogError
 from fogrt.event import Event
 from fogrt.ingest.wire import Control, Limits, UplinkDecoder
+from fogrt.sinks import Sink
 from fogrt.topology.compile import CompiledTopology
 
 log = structlog.get_logger("fogrt.node")
@@ -258,6 +264,8 @@ class EngineProcess:
         tick_interval: float | None,
         limits: Limits,
         gc_tuning: bool = False,
+        partition: tuple[int, int] | None = None,
+        window: int = WINDOW,
     ) -> None:
         self.topology = topology
         self.controls = controls
@@ -274,11 +282,21 @@ class EngineProcess:
             "tick_interval": tick_interval,
             "limits": limits,
             "gc_tuning": gc_tuning,
+            "partition": partition,
         }
+        self._window = window
+        self.partition = partition
+        """``(index, count)`` of an engine partition (see :mod:`fogrt.engine.partitions`):
+        it is fed its devices' records, ``consumed`` counts them, and it forwards its sink
+        batches to ``on_sinks`` instead of writing them."""
+        self.on_sinks: Callable[[list[tuple[str, list[Event]]]], None] | None = None
+        self.on_progress: Callable[[], None] | None = None
+        self.on_status: Callable[[], None] | None = None
+        self.last_status: dict[str, Any] | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._replies: deque[asyncio.Future[Any]] = deque()
+        self._replies: deque[tuple[asyncio.Future[Any], Callable[[], Any] | None]] = deque()
         self._progress = asyncio.Event()
         self._sent = 0
         self._stopping = False
@@ -327,16 +345,29 @@ class EngineProcess:
     async def feed(self, chunk: Sequence[tuple[int, bytes]]) -> None:
         """Send records (consecutive, in log order); waits while the engine process is a
         window behind."""
-        if not chunk:
-            return
-        while self._sent - self.consumed >= WINDOW:
+        if chunk:
+            assert chunk[0][0] == self._sent, (chunk[0][0], self._sent)
+            await self.feed_blobs([blob for _, blob in chunk])
+
+    async def feed_blobs(self, blobs: list[bytes]) -> None:
+        """Send the next records (a partition's: counted, not log offsets)."""
+        while self._sent - self.consumed >= self._window:
             self._check()
             self._progress.clear()
             await self._progress.wait()
         self._check()
-        assert chunk[0][0] == self._sent, (chunk[0][0], self._sent)
-        self._send(("records", chunk[0][0], [blob for _, blob in chunk]))
-        self._sent += len(chunk)
+        self._send(("records", self._sent, blobs))
+        self._sent += len(blobs)
+
+    def barrier(self, capture: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Ask for a snapshot once every record sent so far is applied, and no other: the
+        future's result is ``(snapshot, capture())``, ``capture`` called as the answer
+        arrives (before any later message is handled)."""
+        self._check()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._replies.append((future, capture))
+        self._send(("snapshot_at", self._sent))
+        return future
 
     async def snapshot(self) -> Snapshot:
         """The engine process's state after the records it has applied (``offset``;
@@ -383,7 +414,7 @@ class EngineProcess:
     async def _request(self, message: Any) -> Any:
         self._check()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._replies.append(future)
+        self._replies.append((future, None))
         self._send(message)
         return await future
 
@@ -413,6 +444,11 @@ class EngineProcess:
         if kind == "consumed":
             self.consumed = message[1]
             self._progress.set()
+            if self.on_progress is not None:
+                self.on_progress()
+        elif kind == "sinks":
+            assert self.on_sinks is not None, "sink batches from an engine that writes its own"
+            self.on_sinks(message[1])
         elif kind == "controls":
             store = self.controls
             for device, control in message[1]:
@@ -425,13 +461,16 @@ class EngineProcess:
                     except Exception as exc:
                         log.error("tap_failed", sink=sink_id, error=f"{type(exc).__name__}: {exc}")
         elif kind == "status":
+            self.last_status = message[1]
             self.engine._update(message[1])
             if self.control_loop is not None and message[1].get("loop") is not None:
                 self.control_loop._update(message[1]["loop"])
+            if self.on_status is not None:
+                self.on_status()
         elif kind == "reply":
-            future = self._replies.popleft()
+            future, capture = self._replies.popleft()
             if not future.done():
-                future.set_result(message[1])
+                future.set_result(message[1] if capture is None else (message[1], capture()))
         elif kind == "failed":
             self._fail(message[1])
         else:  # pragma: no cover - both ends are this module
@@ -444,7 +483,7 @@ class EngineProcess:
         self.failed.set()
         self._progress.set()
         while self._replies:
-            future = self._replies.popleft()
+            future, _ = self._replies.popleft()
             if not future.done():
                 future.set_exception(EngineProcessError(why))
 
@@ -467,6 +506,20 @@ class _RecordingStore(ControlStore):
         return version
 
 
+class _Forward(Sink):
+    """An engine partition's sink: its batches go to the node's process, which writes them
+    (with every other partition's) to the real sink."""
+
+    kind = "forward"
+
+    def __init__(self, sink_id: str, out: list[tuple[str, list[Event]]]) -> None:
+        self.sink_id = sink_id
+        self._out = out
+
+    async def write(self, events: Sequence[Event]) -> None:
+        self._out.append((self.sink_id, list(events)))
+
+
 class _Child:
     """The engine process: a reader takes messages as they come (records queue up), an
     applier feeds the queued records to the engine a step at a time."""
@@ -474,6 +527,9 @@ class _Child:
     def __init__(self, writer: asyncio.StreamWriter, init: dict[str, Any]) -> None:
         self.writer = writer
         topology: CompiledTopology = init["topology"]
+        self.partitioned = init.get("partition") is not None
+        self.forwarded: list[tuple[str, list[Event]]] = []
+        """Sink batches of a partition, for the node's process to write."""
         self.engine = Engine(
             topology,
             output_dir=init["output_dir"],
@@ -481,6 +537,11 @@ class _Child:
             resume_sinks=True,
             # Few batches in flight: a snapshot waits for the engine to be idle.
             queue_size=1,
+            sinks=(
+                {n.id: _Forward(n.id, self.forwarded) for n in topology.by_role("sink")}
+                if self.partitioned
+                else None
+            ),
         )
         for node in topology.by_role("operator"):
             node.build()  # imports its libraries now, not at the first reading (River: ~1 s)
@@ -493,6 +554,8 @@ class _Child:
         """Records applied (given to the engine) so far; what a snapshot reflects."""
         self.received: int = init["offset"]
         self.pending: deque[bytes] = deque()
+        self.barriers: deque[int] = deque()
+        """Snapshots asked for at a number of records applied (``snapshot_at``)."""
         self._more = asyncio.Event()
         self._applying = asyncio.Lock()
         self._drained = asyncio.Event()
@@ -511,7 +574,8 @@ class _Child:
         # Only these sinks can carry anomalies (the anomaly feed reads no others): the other
         # sinks' batches are not scanned event by event.
         self._anomaly_sinks = {n.id for n in topology.by_role("sink") if "is_anomaly" in n.schema}
-        self.engine.taps.append(self._tap)
+        if not self.partitioned:  # a partition's node taps the batches it writes itself
+            self.engine.taps.append(self._tap)
         self._sent_devices: dict[str, tuple[str, int]] = {}
         self.metrics: bool = init["metrics"]
         """Whether statuses carry the operators' metrics (someone reads them: dashboard,
@@ -537,6 +601,9 @@ class _Child:
         if self.tapped:
             tapped, self.tapped = self.tapped, []
             self.writer.write(_frame(("taps", tapped)))
+        if self.forwarded:  # the _Forward sinks hold this list: emptied in place
+            self.writer.write(_frame(("sinks", self.forwarded[:])))
+            self.forwarded.clear()
         if message is not None:
             self.writer.write(_frame(message))
 
@@ -568,20 +635,36 @@ class _Child:
             self.send(("status", self.status()))
 
     async def apply_forever(self) -> None:
-        """Feed queued records to the engine, ``STEP`` at a time, in order."""
-        pending = self.pending
+        """Feed queued records to the engine, ``STEP`` at a time, in order, stopping at each
+        barrier for its snapshot."""
+        pending, barriers = self.pending, self.barriers
         while True:
-            while not pending:
+            if barriers and barriers[0] <= self.consumed:
+                barriers.popleft()
+                async with self._applying:
+                    await self._snapshot()
+                continue
+            if not pending:
                 self._drained.set()
                 self._more.clear()
                 await self._more.wait()
+                continue
             async with self._applying:
                 n = min(STEP, len(pending))
+                if barriers:
+                    n = min(n, barriers[0] - self.consumed)
                 start = self.consumed
                 step = [(start + i, pending.popleft()) for i in range(n)]
                 await self.applier.apply(step)
                 self.consumed += n
             self.send(("consumed", self.consumed))
+
+    async def _snapshot(self) -> None:
+        """Answer with the state after the records applied so far (call between steps)."""
+        async with self.engine.paused():
+            operators, policies = await self.applier.snapshot()
+            dedup = self.applier.applied.state()
+            self.send(("reply", (self.consumed, operators, dedup, policies)))
 
     async def watch_engine(self) -> None:
         """Raise when the engine fails (a sink): this process cannot go on."""
@@ -608,10 +691,15 @@ class _Child:
             self._more.set()
         elif kind == "snapshot":
             # At the records applied so far (not those still queued), between two steps.
-            async with self._applying, self.engine.paused():
-                operators, policies = await self.applier.snapshot()
-                dedup = self.applier.applied.state()
-                self.send(("reply", (self.consumed, operators, dedup, policies)))
+            async with self._applying:
+                await self._snapshot()
+        elif kind == "snapshot_at":
+            # Once exactly this many records are applied (a partition's part of a checkpoint
+            # at one log offset for all partitions).
+            if message[1] > self.received:
+                raise EngineProcessError(f"snapshot at {message[1]}, received {self.received}")
+            self.barriers.append(message[1])
+            self._more.set()
         elif kind == "idle":
             await self.idle()
             self.send(("status", self.status()))

@@ -29,6 +29,8 @@ from fogrt.types import Key, Timestamp
 log = structlog.get_logger("fogrt.engine")
 
 _Batch = tuple[str, Sequence[Event]]
+Tap = Callable[[str, Sequence[Event]], None]
+"""An observer of the batches a sink receives."""
 
 
 class Engine:
@@ -37,7 +39,8 @@ class Engine:
     ``tick_interval`` enables timers in live mode: every interval each key's watermark is
     its newest event time plus the wall time since that event arrived, less
     ``idle_grace``, so the windows of a device that went quiet still close. ``None``
-    (replay) fires timers only when the input ends.
+    (replay) fires timers only when the input ends. ``sinks``: the sink objects by node id
+    instead of building the topology's (an engine partition forwards its sink batches).
     """
 
     def __init__(
@@ -50,19 +53,13 @@ class Engine:
         tick_interval: float | None = None,
         idle_grace: float = 2.0,
         clock: Callable[[], float] = time.time,
+        sinks: Mapping[str, Sink] | None = None,
     ) -> None:
         self.topology = topology
         self.flow = Dataflow(topology)
-        self.sinks: dict[str, Sink] = {}
-        for node in topology.by_role("sink"):
-            sink = node.build()
-            if output_dir is not None:
-                sink.base_dir = output_dir
-            sink.resume = resume_sinks
-            sink.input_schema = dict(node.schema)
-            self.sinks[node.id] = sink
+        self.sinks = build_sinks(topology, output_dir, resume_sinks, sinks)
         self.sink_writes: dict[str, int] = dict.fromkeys(self.sinks, 0)
-        self.taps: list[Callable[[str, Sequence[Event]], None]] = []
+        self.taps: list[Tap] = []
         """Observers of every batch a sink receives (dashboard feeds); must not block."""
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=queue_size)
         self._tick_interval = tick_interval
@@ -81,12 +78,7 @@ class Engine:
         self.failure: str | None = None
 
     async def start(self) -> None:
-        for sink_id, sink in self.sinks.items():
-            try:
-                await sink.open()
-            except OSError as exc:
-                where = f" {exc.filename}" if exc.filename else ""
-                raise SinkError(sink_id, f"cannot open{where}: {exc.strerror}") from None
+        await open_sinks(self.sinks)
         self._tasks.append(asyncio.create_task(self._consume(), name="engine-consume"))
         if self._tick_interval is not None:
             self._tasks.append(asyncio.create_task(self._ticker(), name="engine-tick"))
@@ -179,17 +171,10 @@ class Engine:
 
     async def _write_sinks(self) -> None:
         for sink_id, batch in self.flow.take_sink_batches().items():
-            for tap in self.taps:
-                try:
-                    tap(sink_id, batch)
-                except Exception as exc:
-                    log.error("tap_failed", sink=sink_id, error=f"{type(exc).__name__}: {exc}")
             try:
-                await self.sinks[sink_id].write(batch)
+                await write_sink(self.sinks[sink_id], sink_id, batch, self.taps)
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log.error("sink_failed", sink=sink_id, events=len(batch), error=error)
-                self.failure = f"sink {sink_id!r} failed: {error}"
+                self.failure = sink_failure(sink_id, exc)
                 self.failed.set()
                 raise
             self.sink_writes[sink_id] += len(batch)
@@ -219,3 +204,61 @@ class Engine:
                 row["target"] = self.sinks[node.id].describe()
             rows.append(row)
         return rows
+
+
+# -- sinks (also written by the node's process for engine partitions) ---------------------------
+
+
+def build_sinks(
+    topology: CompiledTopology,
+    output_dir: Path | None,
+    resume: bool,
+    sinks: Mapping[str, Sink] | None = None,
+) -> dict[str, Sink]:
+    """The topology's sinks by node id, ready to open (``sinks``: objects to use instead of
+    building them)."""
+    out: dict[str, Sink] = {}
+    for node in topology.by_role("sink"):
+        sink = node.build() if sinks is None else sinks[node.id]
+        if output_dir is not None:
+            sink.base_dir = output_dir
+        sink.resume = resume
+        sink.input_schema = dict(node.schema)
+        out[node.id] = sink
+    return out
+
+
+async def open_sinks(sinks: Mapping[str, Sink]) -> None:
+    """Open every sink; one that cannot is a :class:`SinkError` naming it and why."""
+    for sink_id, sink in sinks.items():
+        try:
+            await sink.open()
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            raise SinkError(sink_id, f"cannot open{where}: {exc.strerror}") from None
+
+
+async def write_sink(
+    sink: Sink, sink_id: str, batch: Sequence[Event], taps: Sequence[Tap] = ()
+) -> None:
+    """Show ``batch`` to the taps (a failing tap is logged), then write it (a failure is
+    logged and raised)."""
+    for tap in taps:
+        try:
+            tap(sink_id, batch)
+        except Exception as exc:
+            log.error("tap_failed", sink=sink_id, error=f"{type(exc).__name__}: {exc}")
+    try:
+        await sink.write(batch)
+    except Exception as exc:
+        log.error("sink_failed", sink=sink_id, events=len(batch), error=_describe(exc))
+        raise
+
+
+def sink_failure(sink_id: str, exc: BaseException) -> str:
+    """Why the engine stopped, in one line."""
+    return f"sink {sink_id!r} failed: {_describe(exc)}"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

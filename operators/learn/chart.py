@@ -113,7 +113,7 @@ class ControlChart(AnomalyDetector):
         scales = self._scales
         if scales is None:
             scales = self._rebuild_scales()
-        stats, ewma, grace = self._stats, self._ewma, self.grace_period
+        stats, ewma, grace, sqrt = self._stats, self._ewma, self.grace_period, math.sqrt
         for name in x:
             e = ewma[name]
             s = stats.get(name)
@@ -125,4 +125,8 @@ class ControlChart(AnomalyDetector):
             mean = s[1] = s[1] + d / n
             m2 = s[2] = s[2] + d * (e - mean)
             if n >= grace:
-                scales[name] = (mean, max(math.sqrt(m2 / n), _FLOOR * (1.0 + abs(mean))))
+                # max(sqrt(m2 / n), _FLOOR * (1 + |mean|)) as _rebuild_scales has it, without
+                # the calls of max() and abs() (this runs per feature per learned event).
+                sd = sqrt(m2 / n)
+                floor = _FLOOR * (1.0 + (mean if mean >= 0.0 else -mean))
+                scales[name] = (mean, floor if floor > sd else sd)

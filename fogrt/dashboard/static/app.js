@@ -198,7 +198,10 @@
       ["topology", nodeInfo.topology], ["fogrt", nodeInfo.version],
       ["uptime", fmtDuration(s.uptime_s)], ["CoAP paths", nodeInfo.coap_paths.join(", ")],
       ["engine", nodeInfo.engine === "process"
-        ? "process " + nodeInfo.engine_pid + (nodeInfo.engine_rss_bytes ? ", " + fmtBytes(nodeInfo.engine_rss_bytes) : "")
+        ? (nodeInfo.engine_pids.length > 1
+          ? nodeInfo.engine_pids.length + " processes (" + nodeInfo.engine_pids.join(", ") + ")"
+          : "process " + nodeInfo.engine_pid)
+          + (nodeInfo.engine_rss_bytes ? ", " + fmtBytes(nodeInfo.engine_rss_bytes) : "")
         : "inline"],
       ["control policy", nodeInfo.policy], ["log", fmtNum(s.log_end) + " records, " + fmtBytes(s.disk_bytes)],
       ["anomalies", fmtNum(s.anomalies.total)], ["state backend", backend],
