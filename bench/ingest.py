@@ -33,8 +33,8 @@ Goals printed beside the figures: fogrt, single-reading CON uplinks acknowledged
 readings/s end to end.
 
 ``fogrt run`` runs its engine in a second process by default (``--engine process``; this
-script's ``--engine inline`` keeps one process): its CPU and memory are counted with the
-server's.
+script's ``--engine inline`` keeps one process, ``--engines N`` runs N engine processes over
+partitions of the devices): their CPU and memory are counted with the server's.
 
 On a 2-core machine the load generator and the server share the two cores: when a server
 is faster than the generator (the C server, the echo), the figure is the generator's. The
@@ -45,6 +45,7 @@ which other jobs on the machine disturb much less than the rates.
     python bench/ingest.py --targets fogrt,libcoap --window 1024
     python bench/ingest.py --soak 60                        # fogrt RSS over 60 s of load
     python bench/ingest.py --targets pump10 --duration 20   # the pump topology, end to end
+    python bench/ingest.py --targets pump10 --honor-max-age --pump-max-lag 8000 --engines 2
 """
 
 from __future__ import annotations
