@@ -70,7 +70,10 @@ def engine_mode(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 async def start_node(
-    tmp_path: Path, topology: str = TOPOLOGY, engine_process: bool | None = None
+    tmp_path: Path,
+    topology: str = TOPOLOGY,
+    engine_process: bool | None = None,
+    engines: int | None = None,
 ) -> FogNode:
     cfg = NodeConfig(
         coap_host="127.0.0.1",
@@ -79,7 +82,7 @@ async def start_node(
         output_dir=tmp_path / "out",
         fsync=False,
         engine_process=ENGINE_PROCESS if engine_process is None else engine_process,
-        engines=ENGINES if engine_process is None else 1,
+        engines=engines or (ENGINES if engine_process is None else 1),
     )
     node = FogNode(compile_topology(topology, "dash.yaml"), cfg)
     await node.start()

@@ -56,9 +56,12 @@ async def stream_uplinks(devices: Devices, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 0.05)
 
 
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[tuple[FogNode, Dashboard, Devices]]:
-    node = await start_node(tmp_path, WITH_MODEL, engine_process=True)  # as `fogrt run`
+@pytest.fixture(params=[1, 2], ids=["engine-process", "engine-partitions"])
+async def live(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[FogNode, Dashboard, Devices]]:
+    # As `fogrt run` (one engine process) and as `fogrt run --engines 2`.
+    node = await start_node(tmp_path, WITH_MODEL, engine_process=True, engines=request.param)
     dash = Dashboard(node, "127.0.0.1", 0)
     await dash.start()
     ctx = await aiocoap.Context.create_client_context()
@@ -153,6 +156,12 @@ async def test_dashboard_comes_alive_in_a_real_browser(
             assert await series_pixels(page, "#chart-throughput", (0x25, 0x63, 0xEB)) > 50
             assert await series_pixels(page, "#chart-latency", (0x7C, 0x3A, 0xED)) > 20
             assert (await page.text_content("#v-online")) == "5"
+            engine = page.locator("#node-info tr", has_text="engine")
+            pids = node.engine_pids
+            if len(pids) == 1:
+                assert f"process {pids[0]}, " in await engine.inner_text()  # then its memory
+            else:
+                assert f"2 processes ({pids[0]}, {pids[1]}), " in await engine.inner_text()
             assert "ms" in (await page.text_content("#v-p99") or "")
 
             # An injected anomaly shows up in the feed (and in the nav badge meanwhile).
