@@ -44,16 +44,19 @@ DELTA = HEAD + textwrap.dedent("""\
 
 
 ENGINE_PROCESS = False
+ENGINES = 1
 
 
-@pytest.fixture(autouse=True, params=["inline", "engine-process"])
+@pytest.fixture(autouse=True, params=["inline", "engine-process", "engine-partitions"])
 def engine_mode(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test runs twice: the loop in the node's process, and in the engine process
-    (where the controls it decides come back to the node's process to be sent)."""
-    global ENGINE_PROCESS
-    ENGINE_PROCESS = request.param == "engine-process"
+    """Every test runs three times: the loop in the node's process, in the engine process
+    (where the controls it decides come back to the node's process to be sent), and in two
+    engine processes, each deciding for the devices that hash to it."""
+    global ENGINE_PROCESS, ENGINES
+    ENGINE_PROCESS = request.param != "inline"
+    ENGINES = 2 if request.param == "engine-partitions" else 1
     yield
-    ENGINE_PROCESS = False
+    ENGINE_PROCESS, ENGINES = False, 1
 
 
 @pytest.fixture
@@ -72,6 +75,7 @@ async def start(tmp_path: Path, text: str) -> FogNode:
         fsync=False,
         tick_interval=None,
         engine_process=ENGINE_PROCESS,
+        engines=ENGINES,
     )
     node = FogNode(compile_topology(text, "t.yaml"), cfg)
     await node.start()

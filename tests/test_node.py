@@ -31,20 +31,24 @@ pytestmark = pytest.mark.integration
 
 
 ENGINE_PROCESS = False
+ENGINES = 1
 
 
-@pytest.fixture(autouse=True, params=["inline", "engine-process"])
+@pytest.fixture(autouse=True, params=["inline", "engine-process", "engine-partitions"])
 def engine_mode(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test runs twice: engine in the node's process, and in a process of its own."""
-    global ENGINE_PROCESS
-    ENGINE_PROCESS = request.param == "engine-process"
+    """Every test runs three times: engine in the node's process, in a process of its own,
+    and in two processes over the devices hashing to each."""
+    global ENGINE_PROCESS, ENGINES
+    ENGINE_PROCESS = request.param != "inline"
+    ENGINES = 2 if request.param == "engine-partitions" else 1
     yield
-    ENGINE_PROCESS = False
+    ENGINE_PROCESS, ENGINES = False, 1
 
 
 async def start_node(tmp_path: Path, **config: object) -> FogNode:
     topology = compile_topology(TOPOLOGY, "t.yaml")
     config.setdefault("engine_process", ENGINE_PROCESS)
+    config.setdefault("engines", ENGINES)
     cfg = NodeConfig(
         coap_host="127.0.0.1",
         coap_port=0,
@@ -290,7 +294,7 @@ def test_acknowledged_reading_survives_kill_9(tmp_path: Path) -> None:
 
     topo = tmp_path / "t.yaml"
     topo.write_text(TOPOLOGY)
-    engine = () if ENGINE_PROCESS else ("--engine", "inline")
+    engine = ("--engines", str(ENGINES)) if ENGINE_PROCESS else ("--engine", "inline")
     proc = NodeProcess(topo, tmp_path / "state", tmp_path / "out", *engine)
     acked = []
     try:

@@ -95,8 +95,9 @@ class ControlStore:
     def devices(self) -> list[str]:
         return list(self._devices)
 
-    def state(self) -> dict[str, dict[str, Any]]:
-        """Every device's record and history, as plain data (for checkpoints)."""
+    def state(self, only: Callable[[str], bool] | None = None) -> dict[str, dict[str, Any]]:
+        """Every device's record and history (``only``: of the devices it accepts), as plain
+        data (for checkpoints)."""
         return {
             d: {
                 "version": e.version,
@@ -104,6 +105,7 @@ class ControlStore:
                 "history": [[v, c.wire()] for v, c in e.history.items()],
             }
             for d, e in self._devices.items()
+            if only is None or only(d)
         }
 
     def load(self, state: dict[str, dict[str, Any]]) -> None:

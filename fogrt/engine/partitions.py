@@ -238,7 +238,9 @@ class EnginePartitions:
         """Per partition: the log offsets of the records fed and not known to be applied."""
         self._applied = [0] * count
         self._known: dict[bytes, int] = {}
-        """Partitions of the device ids seen (a hash each otherwise)."""
+        """Partitions of the device ids seen in records (a hash each otherwise)."""
+        self._devices: dict[str, int] = {}
+        """The same, by device id (control records)."""
 
     @property
     def pids(self) -> list[int]:
@@ -325,8 +327,17 @@ class EnginePartitions:
         return (offset, operators, dedup, policies), controls
 
     def _controls_of(self, index: int) -> dict[str, Any]:
-        count = self.count
-        return {d: s for d, s in self.controls.state().items() if partition_of(d, count) == index}
+        """The control records of partition ``index``'s devices (called as its snapshot
+        arrives: later controls of its devices come from records after the barrier)."""
+        return self.controls.state(lambda device: self._partition_of(device) == index)
+
+    def _partition_of(self, device: str) -> int:
+        p = self._devices.get(device)
+        if p is None:
+            if len(self._devices) >= _KNOWN_MAX:
+                self._devices.clear()
+            p = self._devices[device] = partition_of(device, self.count)
+        return p
 
     async def idle(self) -> None:
         await asyncio.gather(*(p.idle() for p in self.parts))
